@@ -1,0 +1,687 @@
+"""INI -> frozen dataclasses.
+
+Every key has a documented default (see config.sample.ini); a missing file, an unknown
+section or key, a wrong type or an out-of-range value is one `ConfigError` that names
+`[section] key` and the bad value. Secrets may come from the environment, which wins:
+INFLUXDB_TOKEN, INFLUXDB_PASSWORD, MQTT_PASSWORD, SMARTMETER_KEY, SMARTMETER_AUTH_KEY.
+"""
+
+from __future__ import annotations
+
+import configparser
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields, is_dataclass
+from datetime import time as dtime
+from pathlib import Path
+from typing import Any, TypeVar
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from app.control.conditions import Condition, parse_condition
+from app.errors import ConfigError
+
+T = TypeVar("T")
+SECRET_KEYS = frozenset({"token", "password", "key", "auth_key"})
+LUX_AUTH_KEY = "00112233445566778899AABBCCDDEEFF"
+
+_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|sec|secs|min|mins|m|h|hr|hours?|d)?\s*$", re.I)
+_DURATION_UNITS = {"ms": 0.001, "s": 1, "sec": 1, "secs": 1, "min": 60, "mins": 60, "m": 60,
+                   "h": 3600, "hr": 3600, "hour": 3600, "hours": 3600, "d": 86400}
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(b|kb|k|mb|m|gb|g|kib|mib|gib)?\s*$", re.I)
+_SIZE_UNITS = {"b": 1, "k": 1000, "kb": 1000, "m": 10**6, "mb": 10**6, "g": 10**9, "gb": 10**9,
+               "kib": 1024, "mib": 1024**2, "gib": 1024**3}
+_SERIAL_RE = re.compile(r"^([5-8])([NEOMS])([12])$", re.I)
+_HEX_KEY_RE = re.compile(r"^[0-9A-Fa-f]{32}$")
+_HOURS_RE = re.compile(r"^\s*(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})\s*$")
+_MAX_SWITCHES_RE = re.compile(r"^\s*(\d+)\s*(?:per|/)\s*(.+)$", re.I)
+
+
+# ---------------------------------------------------------------- value parsers
+
+
+def parse_duration(text: str) -> float:
+    """`30 s`, `5 min`, `1 h`, `500 ms` or a bare number of seconds -> seconds."""
+    m = _DURATION_RE.match(text)
+    if m is None:
+        raise ValueError("expected a duration such as '30 s', '5 min' or '1 h'")
+    unit = (m.group(2) or "s").lower()
+    return float(m.group(1)) * _DURATION_UNITS[unit]
+
+
+def parse_size(text: str) -> int:
+    """`200 MB`, `64 KiB` or a bare number of bytes -> bytes."""
+    m = _SIZE_RE.match(text)
+    if m is None:
+        raise ValueError("expected a size such as '200 MB'")
+    return int(float(m.group(1)) * _SIZE_UNITS[(m.group(2) or "b").lower()])
+
+
+def parse_bool(text: str) -> bool:
+    """yes/no, true/false, on/off, 1/0."""
+    low = text.strip().lower()
+    if low in ("yes", "true", "on", "1"):
+        return True
+    if low in ("no", "false", "off", "0"):
+        return False
+    raise ValueError("expected yes or no")
+
+
+def parse_hours(text: str) -> tuple[dtime, dtime] | None:
+    """`10:00-16:00` (meter local time; may wrap past midnight) or empty for always."""
+    if not text.strip():
+        return None
+    m = _HOURS_RE.match(text)
+    if m is None:
+        raise ValueError("expected HH:MM-HH:MM")
+    h1, m1, h2, m2 = (int(g) for g in m.groups())
+    if h1 > 24 or h2 > 24 or m1 > 59 or m2 > 59:
+        raise ValueError("hours must be between 00:00 and 24:00")
+    start = dtime(0, 0) if h1 == 24 else dtime(h1, m1)
+    end = dtime(23, 59, 59, 999999) if h2 == 24 else dtime(h2, m2)
+    if start == end:
+        raise ValueError("the window is empty")
+    return start, end
+
+
+def parse_max_switches(text: str) -> tuple[int, float] | None:
+    """`6 per h` -> (6, 3600.0); empty -> None (no cap)."""
+    if not text.strip():
+        return None
+    m = _MAX_SWITCHES_RE.match(text)
+    if m is None:
+        raise ValueError("expected '<count> per <duration>', e.g. '6 per h'")
+    window = m.group(2).strip()
+    window_s = parse_duration(window if window[0].isdigit() else f"1 {window}")
+    count = int(m.group(1))
+    if count < 1 or window_s <= 0:
+        raise ValueError("count and window must be positive")
+    return count, window_s
+
+
+def parse_hex_key(text: str) -> bytes | None:
+    """32 hex digits (spaces allowed) -> 16 bytes; empty -> None."""
+    compact = text.replace(" ", "").replace(":", "")
+    if not compact:
+        return None
+    if not _HEX_KEY_RE.match(compact):
+        raise ValueError("expected 32 hex digits (a 128-bit AES key)")
+    return bytes.fromhex(compact)
+
+
+# ---------------------------------------------------------------- dataclasses
+
+
+@dataclass(frozen=True)
+class MeterConfig:
+    """[meter]: where the bytes come from and how to read them."""
+
+    source: str = "/dev/ttyUSB0"
+    protocol: str = "auto"  # auto | dsmr | dlms
+    baudrate: str = "115200"  # a number or "auto"
+    serial_format: str = "8N1"
+    timezone: str = "Europe/Brussels"
+    replay_speed: float = 0.0
+    key: bytes | None = field(default=None, repr=False)
+    auth_key: bytes | None = field(default=None, repr=False)
+    profile: str = "auto"
+    queue_size: int = 1000
+    reconnect_max: float = 30.0
+    read_timeout: float = 0.2
+    max_frame: int = 16384
+
+    @property
+    def replay_path(self) -> str | None:
+        """The capture path for `source = replay:PATH`, else None."""
+        return self.source[len("replay:"):] if self.source.startswith("replay:") else None
+
+
+@dataclass(frozen=True)
+class GeneralConfig:
+    """[general]: logging and housekeeping."""
+
+    log_level: str = "INFO"
+    log_interval: float = 60.0  # rate limit for repeated warnings and the status line
+    stats_interval: float = 300.0
+
+
+@dataclass(frozen=True)
+class RelayConfig:
+    """[relay:NAME]: one relay and its rules."""
+
+    name: str
+    pin: str
+    active_high: bool = True
+    safe_state: bool = False
+    priority: int = 1
+    on_when: Condition | None = None
+    off_when: Condition | None = None
+    min_on: float = 0.0
+    min_off: float = 0.0
+    max_switches: tuple[int, float] | None = None
+    hours: tuple[dtime, dtime] | None = None
+
+
+@dataclass(frozen=True)
+class ControlConfig:
+    """[control]: timing shared by all relays."""
+
+    settle: float = 15.0
+    stale_after: float = 30.0
+    dry_run: bool = False
+
+
+@dataclass(frozen=True)
+class CsvConfig:
+    """[csv]: one file per local day."""
+
+    enabled: bool = False
+    directory: str = "/var/lib/smartmeter/csv"
+    interval: float = 60.0
+    delimiter: str = ","
+    decimal: str = "."
+    flush_interval: float = 60.0
+
+
+@dataclass(frozen=True)
+class InfluxConfig:
+    """[influxdb]: v2 write API via influxdb-client or the v1 /write endpoint."""
+
+    enabled: bool = False
+    url: str = "http://localhost:8086"
+    api: str = "v2"
+    token: str = field(default="", repr=False)
+    org: str = ""
+    bucket: str = "smartmeter"
+    database: str = "smartmeter"
+    username: str = ""
+    password: str = field(default="", repr=False)
+    retention_policy: str = ""
+    measurement: str = "smartmeter"
+    batch_size: int = 500
+    flush_interval: float = 10.0
+    timeout: float = 10.0
+    spool_dir: str = "/var/lib/smartmeter/spool"
+    spool_max: int = 200 * 10**6
+    status_interval: float = 300.0
+
+
+@dataclass(frozen=True)
+class MqttConfig:
+    """[mqtt]: harmonized topics, Home Assistant discovery, relay state and override."""
+
+    enabled: bool = False
+    host: str = "localhost"
+    port: int = 1883
+    username: str = ""
+    password: str = field(default="", repr=False)
+    tls: bool = False
+    ca_file: str = ""
+    cert_file: str = ""
+    key_file: str = ""
+    client_id: str = ""
+    prefix: str = "smartmeter"
+    publish_interval: float = 0.0
+    retain: bool = False
+    qos: int = 0
+    state_qos: int = 1
+    discovery: bool = True
+    discovery_prefix: str = "homeassistant"
+    keepalive: float = 60.0
+    reconnect_max: float = 60.0
+
+
+@dataclass(frozen=True)
+class TranslateConfig:
+    """[mqtt_translate]: republish other adapters' raw topics in the harmonized profile."""
+
+    enabled: bool = False
+    datacollector_topics: tuple[str, ...] = ("smartmeter/+/+",)
+    tasmota_topics: tuple[str, ...] = ("tele/+/SENSOR",)
+    tasmota_map: tuple[tuple[str, str], ...] = (
+        ("Pi", "power/power_in"),
+        ("Po", "power/power_out"),
+        ("E_in", "energy/energy_in"),
+        ("E_out", "energy/energy_out"),
+    )
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole resolved configuration."""
+
+    path: str
+    general: GeneralConfig
+    meter: MeterConfig
+    control: ControlConfig
+    relays: tuple[RelayConfig, ...]
+    csv: CsvConfig
+    influxdb: InfluxConfig
+    mqtt: MqttConfig
+    mqtt_translate: TranslateConfig
+
+
+# ---------------------------------------------------------------- section reader
+
+
+class _Section:
+    """Typed access to one INI section that remembers which keys were read."""
+
+    def __init__(self, name: str, items: Mapping[str, str]) -> None:
+        self.name = name
+        self.items = dict(items)
+        self.used: set[str] = set()
+
+    def error(self, key: str, value: str, why: str) -> ConfigError:
+        shown = "***" if key in SECRET_KEYS else value
+        return ConfigError(f"[{self.name}] {key} = {shown!r}: {why}", self.name, key)
+
+    def get(self, key: str, default: T, conv: Callable[[str], T], env: str | None = None) -> T:
+        self.used.add(key)
+        raw = os.environ.get(env) if env else None
+        if raw is None:
+            raw = self.items.get(key)
+        if raw is None:
+            return default
+        raw = raw.strip()
+        try:
+            return conv(raw)
+        except ValueError as exc:
+            raise self.error(key, raw, str(exc) or "invalid value") from None
+
+    def str(self, key: str, default: str, env: str | None = None) -> str:
+        return self.get(key, default, lambda s: s, env)
+
+    def choice(self, key: str, default: str, options: tuple[str, ...]) -> str:
+        def conv(s: str) -> str:
+            if s.lower() not in options:
+                raise ValueError(f"expected one of {', '.join(options)}")
+            return s.lower()
+
+        return self.get(key, default, conv)
+
+    def int(self, key: str, default: int, lo: int | None = None, hi: int | None = None) -> int:
+        def conv(s: str) -> int:
+            try:
+                v = int(s)
+            except ValueError:
+                raise ValueError("expected a whole number") from None
+            _check_range(v, lo, hi)
+            return v
+
+        return self.get(key, default, conv)
+
+    def float(self, key: str, default: float, lo: float | None = None, hi: float | None = None) -> float:
+        def conv(s: str) -> float:
+            try:
+                v = float(s)
+            except ValueError:
+                raise ValueError("expected a number") from None
+            _check_range(v, lo, hi)
+            return v
+
+        return self.get(key, default, conv)
+
+    def bool(self, key: str, default: bool) -> bool:
+        return self.get(key, default, parse_bool)
+
+    def duration(self, key: str, default: float, lo: float = 0.0, hi: float | None = None) -> float:
+        def conv(s: str) -> float:
+            v = parse_duration(s)
+            _check_range(v, lo, hi)
+            return v
+
+        return self.get(key, default, conv)
+
+    def check_unknown(self) -> None:
+        for key in self.items:
+            if key not in self.used:
+                raise ConfigError(
+                    f"[{self.name}] {key} = {self.items[key]!r}: unknown key", self.name, key
+                )
+
+
+def _check_range(v: float, lo: float | None, hi: float | None) -> None:
+    if lo is not None and v < lo:
+        raise ValueError(f"must be at least {lo:g}")
+    if hi is not None and v > hi:
+        raise ValueError(f"must be at most {hi:g}")
+
+
+def _baudrate(s: str) -> str:
+    if s.lower() == "auto":
+        return "auto"
+    if not s.isdigit() or int(s) < 300 or int(s) > 4_000_000:
+        raise ValueError("expected a baud rate such as 115200, 9600, 2400, or auto")
+    return s
+
+
+def _serial_format(s: str) -> str:
+    if not _SERIAL_RE.match(s):
+        raise ValueError("expected data bits, parity and stop bits such as 8N1, 7E1, 8E1")
+    return s.upper()
+
+
+def _timezone(s: str) -> str:
+    try:
+        ZoneInfo(s)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError("unknown time zone (use an IANA name such as Europe/Brussels)") from None
+    return s
+
+
+def _source(s: str) -> str:
+    if not s:
+        raise ValueError("empty source")
+    if s.startswith("replay:") and not s[len("replay:"):]:
+        raise ValueError("replay: needs a path, e.g. replay:/home/pi/capture.bin")
+    return s
+
+
+def _single_char(s: str) -> str:
+    s = {"tab": "\t", "\\t": "\t", "semicolon": ";", "comma": ",", "space": " "}.get(s.lower(), s)
+    if len(s) != 1:
+        raise ValueError("expected one character (or tab)")
+    return s
+
+
+def _url(s: str) -> str:
+    if not re.match(r"^https?://[^/\s]+", s):
+        raise ValueError("expected an http:// or https:// URL")
+    return s.rstrip("/")
+
+
+def _topics(s: str) -> tuple[str, ...]:
+    return tuple(t.strip() for t in s.split(",") if t.strip())
+
+
+def _key_map(s: str) -> tuple[tuple[str, str], ...]:
+    pairs = []
+    for part in s.split(","):
+        if not part.strip():
+            continue
+        if "=" not in part:
+            raise ValueError(f"expected KEY=group/topic pairs, got {part.strip()!r}")
+        k, v = (x.strip() for x in part.split("=", 1))
+        if not k or not v:
+            raise ValueError(f"expected KEY=group/topic pairs, got {part.strip()!r}")
+        pairs.append((k, v))
+    return tuple(pairs)
+
+
+def _condition(s: str) -> Condition | None:
+    return parse_condition(s) if s else None
+
+
+# ---------------------------------------------------------------- sections
+
+
+def _general(sec: _Section) -> GeneralConfig:
+    return GeneralConfig(
+        log_level=sec.choice("log_level", "info", ("debug", "info", "warning", "error")).upper(),
+        log_interval=sec.duration("log_interval", 60.0, lo=1.0),
+        stats_interval=sec.duration("stats_interval", 300.0, lo=1.0),
+    )
+
+
+def _meter(sec: _Section) -> MeterConfig:
+    protocol = sec.choice("protocol", "auto", ("auto", "dsmr", "dlms"))
+    key = sec.get("key", None, parse_hex_key, env="SMARTMETER_KEY")
+    profile = sec.str("profile", "auto").lower()
+    default_auth = bytes.fromhex(LUX_AUTH_KEY) if profile == "smarty" else None
+    return MeterConfig(
+        source=sec.get("source", "/dev/ttyUSB0", _source),
+        protocol=protocol,
+        baudrate=sec.get("baudrate", "115200", _baudrate),
+        serial_format=sec.get("serial_format", "8N1", _serial_format),
+        timezone=sec.get("timezone", "Europe/Brussels", _timezone),
+        replay_speed=sec.float("replay_speed", 0.0, lo=0.0, hi=10000.0),
+        key=key,
+        auth_key=sec.get("auth_key", default_auth, parse_hex_key, env="SMARTMETER_AUTH_KEY"),
+        profile=profile,
+        queue_size=sec.int("queue_size", 1000, lo=1, hi=1_000_000),
+        reconnect_max=sec.duration("reconnect_max", 30.0, lo=0.1, hi=3600.0),
+        read_timeout=sec.duration("read_timeout", 0.2, lo=0.01, hi=10.0),
+        max_frame=sec.int("max_frame", 16384, lo=256, hi=1 << 20),
+    )
+
+
+def _control(sec: _Section) -> ControlConfig:
+    return ControlConfig(
+        settle=sec.duration("settle", 15.0),
+        stale_after=sec.duration("stale_after", 30.0, lo=1.0),
+        dry_run=sec.bool("dry_run", False),
+    )
+
+
+def _relay(sec: _Section, name: str) -> RelayConfig:
+    if not re.match(r"^[A-Za-z0-9_-]+$", name):
+        raise ConfigError(
+            f"[{sec.name}]: relay name {name!r} may only hold letters, digits, _ and -", sec.name
+        )
+    pin = sec.str("pin", "")
+    if not pin:
+        raise ConfigError(f"[{sec.name}] pin: missing (e.g. pin = GPIO17)", sec.name, "pin")
+    on_when = sec.get("on_when", None, _condition)
+    off_when = sec.get("off_when", None, _condition)
+    if on_when is None:
+        raise ConfigError(
+            f"[{sec.name}] on_when: missing (e.g. on_when = export > 1500 W for 60 s)",
+            sec.name,
+            "on_when",
+        )
+    return RelayConfig(
+        name=name,
+        pin=pin,
+        active_high=sec.bool("active_high", True),
+        safe_state=sec.get("safe_state", False, _on_off),
+        priority=sec.int("priority", 1, lo=0, hi=1000),
+        on_when=on_when,
+        off_when=off_when,
+        min_on=sec.duration("min_on", 0.0),
+        min_off=sec.duration("min_off", 0.0),
+        max_switches=sec.get("max_switches", None, parse_max_switches),
+        hours=sec.get("hours", None, parse_hours),
+    )
+
+
+def _on_off(s: str) -> bool:
+    low = s.lower()
+    if low in ("on", "1", "yes", "true"):
+        return True
+    if low in ("off", "0", "no", "false"):
+        return False
+    raise ValueError("expected on or off")
+
+
+def _csv(sec: _Section) -> CsvConfig:
+    cfg = CsvConfig(
+        enabled=sec.bool("enabled", False),
+        directory=sec.str("directory", CsvConfig.directory),
+        interval=sec.duration("interval", 60.0, hi=86400.0),
+        delimiter=sec.get("delimiter", ",", _single_char),
+        decimal=sec.get("decimal", ".", _decimal),
+        flush_interval=sec.duration("flush_interval", 60.0, hi=3600.0),
+    )
+    if cfg.delimiter == cfg.decimal:
+        raise ConfigError(
+            f"[csv] decimal = {cfg.decimal!r}: must differ from delimiter {cfg.delimiter!r}",
+            "csv",
+            "decimal",
+        )
+    return cfg
+
+
+def _decimal(s: str) -> str:
+    if s not in (".", ","):
+        raise ValueError("expected . or ,")
+    return s
+
+
+def _influx(sec: _Section) -> InfluxConfig:
+    cfg = InfluxConfig(
+        enabled=sec.bool("enabled", False),
+        url=sec.get("url", InfluxConfig.url, _url),
+        api=sec.choice("api", "v2", ("v1", "v2")),
+        token=sec.str("token", "", env="INFLUXDB_TOKEN"),
+        org=sec.str("org", ""),
+        bucket=sec.str("bucket", "smartmeter"),
+        database=sec.str("database", "smartmeter"),
+        username=sec.str("username", ""),
+        password=sec.str("password", "", env="INFLUXDB_PASSWORD"),
+        retention_policy=sec.str("retention_policy", ""),
+        measurement=sec.str("measurement", "smartmeter"),
+        batch_size=sec.int("batch_size", 500, lo=1, hi=100_000),
+        flush_interval=sec.duration("flush_interval", 10.0, lo=0.1, hi=3600.0),
+        timeout=sec.duration("timeout", 10.0, lo=0.1, hi=600.0),
+        spool_dir=sec.str("spool_dir", InfluxConfig.spool_dir),
+        spool_max=sec.get("spool_max", 200 * 10**6, _positive_size),
+        status_interval=sec.duration("status_interval", 300.0, lo=1.0),
+    )
+    if cfg.enabled and not cfg.measurement:
+        raise ConfigError("[influxdb] measurement = '': must not be empty", "influxdb", "measurement")
+    return cfg
+
+
+def _positive_size(s: str) -> int:
+    v = parse_size(s)
+    if v < 4096:
+        raise ValueError("must be at least 4 KB")
+    return v
+
+
+def _mqtt(sec: _Section) -> MqttConfig:
+    return MqttConfig(
+        enabled=sec.bool("enabled", False),
+        host=sec.str("host", "localhost"),
+        port=sec.int("port", 1883, lo=1, hi=65535),
+        username=sec.str("username", ""),
+        password=sec.str("password", "", env="MQTT_PASSWORD"),
+        tls=sec.bool("tls", False),
+        ca_file=sec.str("ca_file", ""),
+        cert_file=sec.str("cert_file", ""),
+        key_file=sec.str("key_file", ""),
+        client_id=sec.str("client_id", ""),
+        prefix=sec.get("prefix", "smartmeter", _topic_prefix),
+        publish_interval=sec.duration("publish_interval", 0.0, hi=86400.0),
+        retain=sec.bool("retain", False),
+        qos=sec.int("qos", 0, lo=0, hi=2),
+        state_qos=sec.int("state_qos", 1, lo=0, hi=2),
+        discovery=sec.bool("discovery", True),
+        discovery_prefix=sec.get("discovery_prefix", "homeassistant", _topic_prefix),
+        keepalive=sec.duration("keepalive", 60.0, lo=5.0, hi=3600.0),
+        reconnect_max=sec.duration("reconnect_max", 60.0, lo=1.0, hi=3600.0),
+    )
+
+
+def _topic_prefix(s: str) -> str:
+    if not s or any(c in s for c in "#+") or s.startswith("/") or s.endswith("/"):
+        raise ValueError("expected a topic prefix without wildcards or leading/trailing '/'")
+    return s
+
+
+def _translate(sec: _Section) -> TranslateConfig:
+    return TranslateConfig(
+        enabled=sec.bool("enabled", False),
+        datacollector_topics=sec.get(
+            "datacollector_topics", TranslateConfig.datacollector_topics, _topics
+        ),
+        tasmota_topics=sec.get("tasmota_topics", TranslateConfig.tasmota_topics, _topics),
+        tasmota_map=sec.get("tasmota_map", TranslateConfig.tasmota_map, _key_map),
+    )
+
+
+_SECTIONS: dict[str, Callable[[_Section], Any]] = {
+    "general": _general,
+    "meter": _meter,
+    "control": _control,
+    "csv": _csv,
+    "influxdb": _influx,
+    "mqtt": _mqtt,
+    "mqtt_translate": _translate,
+}
+
+
+def load(path: str | os.PathLike[str], overrides: Mapping[str, Mapping[str, str]] | None = None) -> Config:
+    """Read and validate an INI file; `overrides` (section -> key -> value) win over the file."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file {str(p)!r} not found")
+    parser = configparser.ConfigParser(interpolation=None, inline_comment_prefixes=(";", "#"))
+    try:
+        with p.open(encoding="utf-8") as fh:
+            parser.read_file(fh)
+    except (configparser.Error, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{p}: not a valid INI file: {exc}") from None
+    return from_parser(parser, str(p), overrides)
+
+
+def loads(text: str, overrides: Mapping[str, Mapping[str, str]] | None = None) -> Config:
+    """Validate INI text (for tests and the demo)."""
+    parser = configparser.ConfigParser(interpolation=None, inline_comment_prefixes=(";", "#"))
+    try:
+        parser.read_string(text)
+    except configparser.Error as exc:
+        raise ConfigError(f"not a valid INI file: {exc}") from None
+    return from_parser(parser, "<string>", overrides)
+
+
+def from_parser(
+    parser: configparser.ConfigParser,
+    path: str,
+    overrides: Mapping[str, Mapping[str, str]] | None = None,
+) -> Config:
+    """Build the Config from a parsed INI."""
+    for section, items in (overrides or {}).items():
+        if not parser.has_section(section):
+            parser.add_section(section)
+        for k, v in items.items():
+            parser.set(section, k, v)
+    built: dict[str, Any] = {}
+    relays: list[RelayConfig] = []
+    for name in parser.sections():
+        sec = _Section(name, parser[name])
+        if name.startswith("relay:"):
+            relays.append(_relay(sec, name[len("relay:"):].strip()))
+        elif name in _SECTIONS:
+            built[name] = _SECTIONS[name](sec)
+        else:
+            known = ", ".join([*_SECTIONS, "relay:NAME"])
+            raise ConfigError(f"[{name}]: unknown section (known: {known})", name)
+        sec.check_unknown()
+    for name, builder in _SECTIONS.items():
+        if name not in built:
+            built[name] = builder(_Section(name, {}))
+    pins = [r.pin for r in relays]
+    for r in relays:
+        if pins.count(r.pin) > 1:
+            raise ConfigError(f"[relay:{r.name}] pin = {r.pin!r}: used by another relay", f"relay:{r.name}", "pin")
+    return Config(path=path, relays=tuple(relays), **built)
+
+
+def redacted(cfg: Config) -> dict[str, dict[str, Any]]:
+    """The effective config as plain values, secrets replaced by '***' (for --check-config)."""
+    out: dict[str, dict[str, Any]] = {}
+    for f in fields(cfg):
+        val = getattr(cfg, f.name)
+        if f.name == "relays":
+            for relay in val:
+                out[f"relay:{relay.name}"] = _plain(relay)
+        elif is_dataclass(val):
+            out[f.name] = _plain(val)
+    return out
+
+
+def _plain(obj: Any) -> dict[str, Any]:
+    res: dict[str, Any] = {}
+    for f in fields(obj):
+        v = getattr(obj, f.name)
+        if f.name in SECRET_KEYS:
+            res[f.name] = "***" if v else ""
+        elif isinstance(v, Condition):
+            res[f.name] = v.text
+        elif isinstance(v, tuple) and len(v) == 2 and isinstance(v[0], dtime):
+            res[f.name] = f"{v[0]:%H:%M}-{v[1]:%H:%M}"
+        else:
+            res[f.name] = v
+    return res

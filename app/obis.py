@@ -1,0 +1,143 @@
+"""OBIS codes and the one table of named fields and units.
+
+OBIS references are written `A-B:C.D.E`, with `*F` appended only when F is not 255
+(`1-0:1.8.0.255`, `1-0:1.8.0*255` and six raw bytes all become `1-0:1.8.0`).
+Every exporter and the relay controller use the names in `FIELDS`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+
+from app.records import Value
+
+_OBIS_RE = re.compile(r"^(\d+)-(\d+):(\d+)\.(\d+)\.(\d+)(?:[.*](\d+))?$")
+
+
+def normalize(ref: str) -> str:
+    """Canonical `A-B:C.D.E[*F]` form of an OBIS reference; unparseable input is returned as is."""
+    m = _OBIS_RE.match(ref)
+    if m is None:
+        return ref
+    a, b, c, d, e, f = m.groups()
+    base = f"{int(a)}-{int(b)}:{int(c)}.{int(d)}.{int(e)}"
+    if f is None or int(f) == 255:
+        return base
+    return f"{base}*{int(f)}"
+
+
+def from_bytes(code: bytes) -> str:
+    """OBIS reference from the six bytes of a COSEM logical name."""
+    a, b, c, d, e, f = code
+    base = f"{a}-{b}:{c}.{d}.{e}"
+    return base if f == 255 else f"{base}*{f}"
+
+
+@dataclass(frozen=True, slots=True)
+class FieldSpec:
+    """A named field: the OBIS C.D.E it comes from (electricity, A=1) and its base unit."""
+
+    name: str
+    cde: str
+    unit: str
+    description: str
+
+
+# The DSMR/Fluvius table this project was specified with, plus the tariff-less totals that
+# DLMS meters send. Power in kW, energy in kWh (W and Wh are converted at this boundary).
+FIELDS: tuple[FieldSpec, ...] = (
+    FieldSpec("total_consumption_day", "1.8.1", "kWh", "imported energy, tariff 1"),
+    FieldSpec("total_consumption_night", "1.8.2", "kWh", "imported energy, tariff 2"),
+    FieldSpec("total_injection_day", "2.8.1", "kWh", "exported energy, tariff 1"),
+    FieldSpec("total_injection_night", "2.8.2", "kWh", "exported energy, tariff 2"),
+    FieldSpec("total_consumption", "1.8.0", "kWh", "imported energy, all tariffs"),
+    FieldSpec("total_injection", "2.8.0", "kWh", "exported energy, all tariffs"),
+    FieldSpec("actual_total_consumption", "1.7.0", "kW", "import power"),
+    FieldSpec("actual_total_injection", "2.7.0", "kW", "export power"),
+    FieldSpec("actual_l1_consumption", "21.7.0", "kW", "import power L1"),
+    FieldSpec("actual_l2_consumption", "41.7.0", "kW", "import power L2"),
+    FieldSpec("actual_l3_consumption", "61.7.0", "kW", "import power L3"),
+    FieldSpec("actual_l1_injection", "22.7.0", "kW", "export power L1"),
+    FieldSpec("actual_l2_injection", "42.7.0", "kW", "export power L2"),
+    FieldSpec("actual_l3_injection", "62.7.0", "kW", "export power L3"),
+    FieldSpec("l1_voltage", "32.7.0", "V", "voltage L1"),
+    FieldSpec("l2_voltage", "52.7.0", "V", "voltage L2"),
+    FieldSpec("l3_voltage", "72.7.0", "V", "voltage L3"),
+    FieldSpec("l1_current", "31.7.0", "A", "current L1"),
+    FieldSpec("l2_current", "51.7.0", "A", "current L2"),
+    FieldSpec("l3_current", "71.7.0", "A", "current L3"),
+    FieldSpec("current_average_demand", "1.4.0", "kW", "current quarter-hour average demand"),
+    FieldSpec("maximum_demand_month", "1.6.0", "kW", "maximum quarter-hour demand this month"),
+)
+GAS_FIELD = FieldSpec("total_gas_consumption", "24.2.1", "m3", "gas meter reading")
+
+FIELD_NAMES: tuple[str, ...] = tuple(f.name for f in FIELDS) + (GAS_FIELD.name,)
+FIELD_UNITS: dict[str, str] = {f.name: f.unit for f in FIELDS} | {GAS_FIELD.name: "m3"}
+ENERGY_FIELDS = frozenset(f.name for f in FIELDS if f.unit == "kWh") | {GAS_FIELD.name}
+_BY_CDE: dict[str, FieldSpec] = {f.cde: f for f in FIELDS}
+_SCALE = {("W", "kW"): 0.001, ("Wh", "kWh"): 0.001, ("kW", "W"): 1000.0, ("kWh", "Wh"): 1000.0}
+_ELECTRICITY_RE = re.compile(r"^1-\d+:(\d+\.\d+\.\d+)$")
+_MBUS_VALUE_RE = re.compile(r"^0-(\d+):24\.(?:2\.[13]|3\.0)$")
+GAS_DEVICE_TYPE = 3
+
+
+def convert(value: float, unit: str | None, to_unit: str) -> float | None:
+    """`value` in `unit` expressed in `to_unit`; None when the units do not match."""
+    if unit is None or unit == to_unit or unit.lower() == to_unit.lower():
+        return float(value)
+    factor = _SCALE.get((unit, to_unit))
+    return None if factor is None else value * factor
+
+
+def named_fields(values: Mapping[str, Value]) -> tuple[dict[str, float], datetime | None]:
+    """The named fields present in `values` (base units) and the gas reading's own timestamp."""
+    fields: dict[str, float] = {}
+    for ref, val in values.items():
+        m = _ELECTRICITY_RE.match(ref)
+        if m is None:
+            continue
+        spec = _BY_CDE.get(m.group(1))
+        if spec is None or isinstance(val.value, str) or val.value is None:
+            continue
+        converted = convert(val.value, val.unit, spec.unit)
+        if converted is not None and spec.name not in fields:
+            fields[spec.name] = converted
+    if "total_consumption" not in fields and "total_consumption_day" in fields:
+        fields["total_consumption"] = fields["total_consumption_day"] + fields.get(
+            "total_consumption_night", 0.0
+        )
+    if "total_injection" not in fields and "total_injection_day" in fields:
+        fields["total_injection"] = fields["total_injection_day"] + fields.get(
+            "total_injection_night", 0.0
+        )
+    gas_time = None
+    gas = _gas_value(values)
+    if gas is not None:
+        fields[GAS_FIELD.name] = float(gas.value)  # type: ignore[arg-type]
+        gas_time = gas.timestamp
+    return fields, gas_time
+
+
+def _gas_value(values: Mapping[str, Value]) -> Value | None:
+    """The M-Bus channel value that is gas: device type 3, or else the first one in m3."""
+    fallback = None
+    for ref, val in values.items():
+        m = _MBUS_VALUE_RE.match(ref)
+        if m is None or not isinstance(val.value, (int, float)):
+            continue
+        dtype = values.get(f"0-{m.group(1)}:24.1.0")
+        if dtype is not None and _as_int(dtype.value) == GAS_DEVICE_TYPE:
+            return val
+        if dtype is None and fallback is None and (val.unit or "").lower() == "m3":
+            fallback = val
+    return fallback
+
+
+def _as_int(value: object) -> int | None:
+    try:
+        return int(value)  # type: ignore[call-overload, no-any-return]
+    except (TypeError, ValueError):
+        return None

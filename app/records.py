@@ -1,0 +1,80 @@
+"""The only types that cross the process boundary: one small frozen record per reading.
+
+A `Reading` is what every protocol (DSMR text, DLMS push) turns into and what control and
+every sink consume. Units are fixed at the parse boundary: `fields` holds the named fields of
+`app.obis.FIELDS` in their base units (kWh, kW, V, A, m3), `values` keeps every OBIS line as
+the meter sent it (after the DLMS scaler), unknown ones included.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+Number = float | int
+
+
+@dataclass(frozen=True, slots=True)
+class Value:
+    """One OBIS object: its value (number or text), unit, and own timestamp if it has one.
+
+    `groups` keeps every bracketed group of a multi-group line (1-0:99.97.0, 0-0:98.1.0, ...)
+    as (text, unit) pairs; `text` is the decoded form of a hex-encoded text value.
+    """
+
+    value: Number | str | None
+    unit: str | None = None
+    timestamp: datetime | None = None
+    groups: tuple[tuple[str, str | None], ...] = ()
+    text: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """One telegram or push, decoded.
+
+    `meter_time` is the meter's own clock (None where the meter sends none), `received` the
+    wall-clock receive time (UTC-aware). `seq` counts readings in the reader process so the
+    consumer sees gaps.
+    """
+
+    seq: int
+    protocol: str  # "dsmr" | "dlms"
+    meter_id: str
+    header: str
+    meter_time: datetime | None
+    received: datetime
+    values: dict[str, Value]
+    fields: dict[str, float]
+    gas_time: datetime | None = None
+    crc_ok: bool | None = None
+
+    @property
+    def time(self) -> datetime:
+        """Meter time where the meter sends one, else the receive time."""
+        return self.meter_time if self.meter_time is not None else self.received
+
+    @property
+    def lag_s(self) -> float | None:
+        """Receive time minus meter time in seconds (clock drift + transport delay)."""
+        if self.meter_time is None:
+            return None
+        return (self.received - self.meter_time).total_seconds()
+
+
+@dataclass(frozen=True, slots=True)
+class ReaderStatus:
+    """Reader counters, sent now and then so the post-processor can log and publish them."""
+
+    frames_ok: int = 0
+    frames_bad: int = 0
+    crc_errors: int = 0
+    parse_errors: int = 0
+    decrypt_errors: int = 0
+    dropped: int = 0
+    lag_mean_s: float | None = None
+    lag_max_s: float | None = None
+    connected: bool = True
+    protocol: str = ""
+    header: str = ""
+    reasons: dict[str, int] = field(default_factory=dict)

@@ -1,0 +1,36 @@
+"""Sinks: one module per sink, each a pure converter (reading -> row/points/messages) and a
+thin writer.
+
+The post-processor runs every sink in its own worker thread (see `app.pipeline.SinkWorker`),
+so a sink may block in its own methods without delaying relay decisions or the other sinks.
+A sink that cannot write (server down, disk full) keeps what it holds (spool, buffer),
+backs off and says so in the log; it never raises out of these methods for an outage.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+
+from app.records import Reading, ReaderStatus
+
+
+class Sink:
+    """Base class with no-op hooks; subclasses override what they need."""
+
+    name = "sink"
+
+    def write(self, reading: Reading, relays: Mapping[str, bool]) -> None:
+        """One reading and the relay states after it was processed."""
+
+    def relay_event(self, states: Mapping[str, bool], at: datetime, reason: str) -> None:
+        """Relay states changed outside a reading (stale data, override, shutdown)."""
+
+    def status(self, status: ReaderStatus) -> None:
+        """Latest reader counters (telegrams ok, CRC errors, dropped, lag)."""
+
+    def tick(self, now: float) -> None:
+        """Called about once a second (monotonic `now`) for time-based flushes and retries."""
+
+    def close(self) -> None:
+        """Flush everything and release resources; idempotent."""
