@@ -1,0 +1,44 @@
+# smartmeter: `make demo` runs the appliance on the simulated meter, `make test` sets up and runs every test.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+# Debian packages the tests start for real: InfluxDB 1.x, VictoriaMetrics, Mosquitto, supervisor.
+SERVER_BINS := /usr/bin/influxd /usr/bin/victoria-metrics /usr/sbin/mosquitto /usr/bin/supervisord
+SERVER_PKGS := influxdb victoria-metrics mosquitto supervisor
+
+.PHONY: venv servers test lint demo bench clean
+
+venv: $(STAMP)
+
+$(STAMP): requirements.txt requirements.dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --disable-pip-version-check -r requirements.dev.txt
+	touch $(STAMP)
+
+servers:
+	@missing=""; for b in $(SERVER_BINS); do [ -x $$b ] || missing="$$missing $$b"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $(SERVER_PKGS) >/dev/null; \
+	  else \
+	    echo "missing:$$missing -- run: sudo apt-get install -y $(SERVER_PKGS) (tests needing them skip; with CI=true they fail)"; \
+	  fi; \
+	fi
+
+lint: venv
+	$(BIN)/ruff check app tests bench
+	$(BIN)/mypy app
+
+test: venv servers lint
+	$(BIN)/python -m pytest -p no:cacheprovider -q --timeout=300 tests
+
+demo: venv
+	$(BIN)/python -m app.demo
+
+bench: venv servers
+	$(BIN)/python bench/run.py
+
+clean:
+	rm -rf $(VENV) demo-data .mypy_cache .ruff_cache .hypothesis

@@ -1,0 +1,111 @@
+"""DSMR / Fluvius P1 telegram framer and its CRC.
+
+    /XXX5\\Ident CR LF          header, starts the telegram
+    CR LF
+    1-0:1.8.1(000301.548*kWh) CR LF
+    ...
+    !C4B0 CR LF                 end: '!' + 1..4 hex digits of CRC-16/ARC over '/'..'!'
+                                (DSMR 2.2/3 and D0: '!' CR LF, no CRC)
+
+The framer copes with starting mid-telegram, garbage between telegrams, telegrams split over
+any number of reads and a missing end (a new '/' line before '!', or the size cap).
+"""
+
+from __future__ import annotations
+
+import crcmod.predefined
+
+from app.framing import Frame
+
+crc16_arc = crcmod.predefined.mkPredefinedCrcFun("crc-16")  # poly 0x8005 reflected, init 0
+_HEX = frozenset(b"0123456789ABCDEFabcdef")
+_MAX_TAIL = 8  # bytes allowed between '!' and LF: up to 4 hex digits, CR, some slack
+
+
+def check_crc(telegram: bytes) -> tuple[bool | None, str, str]:
+    """(crc_ok, calculated, received) for a complete telegram; crc_ok None when it has no CRC."""
+    bang = telegram.rfind(b"!")
+    if bang < 0:
+        return False, "", ""
+    digits = telegram[bang + 1 :]
+    digits = digits[:-2] if digits.endswith(b"\r\n") else digits[:-1] if digits.endswith(b"\n") else digits
+    calculated = crc16_arc(telegram[: bang + 1])
+    if not digits:
+        return None, f"{calculated:04X}", ""
+    received = digits.decode("latin-1")
+    if len(digits) > 4 or not all(c in _HEX for c in digits):
+        return False, f"{calculated:04X}", received
+    return int(digits, 16) == calculated, f"{calculated:04X}", received.upper()
+
+
+class DsmrFramer:
+    """Streaming telegram reader: feed(chunk) -> frames; never raises, bounded by max_frame."""
+
+    def __init__(self, max_frame: int = 16384) -> None:
+        self.max_frame = max_frame
+        self._buf = bytearray()
+        self._scan = 0  # offset in _buf from where to look for '!' / a new header
+
+    def feed(self, chunk: bytes) -> list[Frame]:
+        """Consume bytes; return the frames they complete, in order."""
+        self._buf += chunk
+        frames: list[Frame] = []
+        buf = self._buf
+        while True:
+            start = buf.find(b"/")
+            if start < 0:
+                buf.clear()
+                self._scan = 0
+                break
+            if start > 0:
+                del buf[:start]
+                self._scan = max(0, self._scan - start)
+            scan = max(self._scan, 1)
+            bang = buf.find(b"!", scan)
+            restart = buf.find(b"\n/", scan - 1 if scan > 1 else 1, bang if bang >= 0 else len(buf))
+            if restart >= 0:
+                frames.append(Frame("dsmr", bytes(buf[: restart + 1]), False,
+                                    "truncated telegram: a new '/' header came before '!'", "dsmr"))
+                del buf[: restart + 1]
+                self._scan = 0
+                continue
+            if bang < 0:
+                if len(buf) > self.max_frame:
+                    frames.append(Frame("dsmr", bytes(buf[:64]), False,
+                                        f"telegram longer than {self.max_frame} bytes without '!'", "dsmr"))
+                    buf.clear()
+                    self._scan = 0
+                    break
+                self._scan = max(1, len(buf) - 1)
+                break
+            lf = buf.find(b"\n", bang + 1, bang + 1 + _MAX_TAIL)
+            if lf < 0:
+                if len(buf) - bang <= _MAX_TAIL:
+                    self._scan = bang  # wait for the rest of the CRC line
+                    break
+                lf = bang + _MAX_TAIL  # no LF after '!': a malformed end
+                frames.append(self._finish(bytes(buf[:lf]), malformed=True))
+            else:
+                frames.append(self._finish(bytes(buf[: lf + 1])))
+            del buf[: lf + 1]
+            self._scan = 0
+        return frames
+
+    def flush(self) -> list[Frame]:
+        """End of stream: an unfinished telegram is a bad frame (missing end)."""
+        frames: list[Frame] = []
+        if self._buf.startswith(b"/"):
+            frames.append(Frame("dsmr", bytes(self._buf), False, "telegram has no end ('!' missing)", "dsmr"))
+        self._buf.clear()
+        self._scan = 0
+        return frames
+
+    @staticmethod
+    def _finish(telegram: bytes, malformed: bool = False) -> Frame:
+        ok, calculated, received = check_crc(telegram)
+        if malformed:
+            return Frame("dsmr", telegram, False, "malformed end line after '!'", "dsmr", False)
+        if ok is False:
+            return Frame("dsmr", telegram, False,
+                         f"CRC mismatch: calculated {calculated}, received {received or '?'}", "dsmr", False)
+        return Frame("dsmr", telegram, True, "", "dsmr", ok)

@@ -1,0 +1,52 @@
+"""Logging set-up and a rate limiter for repeated warnings."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+
+FORMAT = "%(asctime)s %(levelname)s %(processName)s %(name)s: %(message)s"
+
+
+def setup(level: str) -> None:
+    """Log to stderr (journald and supervisor capture it)."""
+    root = logging.getLogger()
+    for h in list(root.handlers):
+        root.removeHandler(h)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(FORMAT))
+    root.addHandler(handler)
+    root.setLevel(level.upper())
+
+
+class RateLimited:
+    """Log a message per key at most once per `interval_s`, saying how many were held back."""
+
+    def __init__(self, logger: logging.Logger, interval_s: float = 60.0) -> None:
+        self.logger = logger
+        self.interval_s = interval_s
+        self._last: dict[str, float] = {}
+        self._held: dict[str, int] = {}
+
+    def log(self, level: int, key: str, msg: str, *args: object) -> bool:
+        """Log now if this key was quiet long enough; return whether it was logged."""
+        now = time.monotonic()
+        last = self._last.get(key)
+        if last is not None and now - last < self.interval_s:
+            self._held[key] = self._held.get(key, 0) + 1
+            return False
+        held = self._held.pop(key, 0)
+        self._last[key] = now
+        if held:
+            msg += f" ({held} more like this in the last {self.interval_s:g} s)"
+        self.logger.log(level, msg, *args)
+        return True
+
+    def warning(self, key: str, msg: str, *args: object) -> bool:
+        """Rate-limited warning."""
+        return self.log(logging.WARNING, key, msg, *args)
+
+    def error(self, key: str, msg: str, *args: object) -> bool:
+        """Rate-limited error."""
+        return self.log(logging.ERROR, key, msg, *args)

@@ -1,0 +1,175 @@
+"""Wiring only: arguments, config, logging, the two processes, signals and exit codes.
+
+Three processes: this one (main) only supervises; the reader and the post-processor are its
+children. Main owns nothing that can hang, so it can always notice a child's death within a
+second, tell the other to go safe and exit non-zero for supervisor/systemd to restart us. The
+post-processor owns the relays, so it is the one that can still put them in their safe state
+when the reader dies; when the post-processor itself dies the kernel releases the GPIO lines
+(see the README's wiring section).
+
+Exit codes: 0 clean stop or replay done, 1 a process died, 2 bad configuration or arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import multiprocessing
+import multiprocessing.connection
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as `python app/main.py`
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from app import __version__, logutil  # noqa: E402
+from app import config as config_mod  # noqa: E402
+from app.errors import ConfigError  # noqa: E402
+
+log = logging.getLogger("app.main")
+STOP_TIMEOUT_S = 1.8
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """Command line."""
+    p = argparse.ArgumentParser(prog="smartmeter", description="Read a smart meter, switch relays, keep the data.")
+    p.add_argument("-c", "--config", help="INI file (see config.sample.ini)")
+    p.add_argument("--check-config", action="store_true", help="validate, print the effective config (secrets masked), exit")
+    p.add_argument("--decode", metavar="FILE", help="print one JSON object per telegram/frame in a captured byte stream")
+    p.add_argument("--key", help="DLMS/Smarty decryption key, 32 hex digits (with --decode)")
+    p.add_argument("--auth-key", help="DLMS authentication key, 32 hex digits (with --decode)")
+    p.add_argument("--profile", help="DLMS push-list profile name (with --decode)")
+    p.add_argument("--protocol", choices=("auto", "dsmr", "dlms"), help="override [meter] protocol")
+    p.add_argument("--timezone", help="override [meter] timezone")
+    p.add_argument("--replay", metavar="PATH", help="read a captured byte stream instead of the port")
+    p.add_argument("--replay-speed", type=float, metavar="X", help="0 = as fast as possible, 1 = real time")
+    p.add_argument("--log-level", choices=("debug", "info", "warning", "error"), help="override [general] log_level")
+    p.add_argument("--version", action="version", version=f"smartmeter {__version__}")
+    return p.parse_args(argv)
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, dict[str, str]]:
+    meter: dict[str, str] = {}
+    if args.replay:
+        meter["source"] = f"replay:{args.replay}"
+    if args.replay_speed is not None:
+        meter["replay_speed"] = str(args.replay_speed)
+    if args.protocol:
+        meter["protocol"] = args.protocol
+    if args.timezone:
+        meter["timezone"] = args.timezone
+    if args.key:
+        meter["key"] = args.key
+    if args.auth_key:
+        meter["auth_key"] = args.auth_key
+    if args.profile:
+        meter["profile"] = args.profile
+    out: dict[str, dict[str, str]] = {"meter": meter} if meter else {}
+    if args.log_level:
+        out["general"] = {"log_level": args.log_level}
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the appliance, or one of the tools; return the exit code."""
+    args = parse_args(argv)
+    try:
+        if args.decode:
+            cfg = _decode_config(args)
+        elif not args.config:
+            print("smartmeter: -c/--config FILE is required (see config.sample.ini)", file=sys.stderr)
+            return 2
+        else:
+            cfg = config_mod.load(args.config, _overrides(args))
+    except ConfigError as exc:
+        print(f"smartmeter: config error: {exc}", file=sys.stderr)
+        return 2
+    if args.decode:
+        from app.decode import decode_file
+
+        return decode_file(args.decode, cfg)
+    if args.check_config:
+        print(f"# {cfg.path}: OK")
+        print(json.dumps(config_mod.redacted(cfg), indent=2, default=str))
+        return 0
+    logutil.setup(cfg.general.log_level)
+    return run(cfg)
+
+
+def _decode_config(args: argparse.Namespace) -> config_mod.Config:
+    overrides = _overrides(args)
+    overrides.get("meter", {}).pop("source", None)
+    if args.config:
+        return config_mod.load(args.config, overrides)
+    return config_mod.loads("", overrides)
+
+
+def run(cfg: config_mod.Config) -> int:
+    """Start the post-processor and the reader, supervise them, stop them cleanly."""
+    from app import pipeline, reader
+
+    ctx = multiprocessing.get_context("spawn")
+    q: multiprocessing.Queue[Any] = ctx.Queue(maxsize=cfg.meter.queue_size)
+    stop_event = ctx.Event()
+    reader_failed = ctx.Event()
+    level = cfg.general.log_level
+    post = ctx.Process(target=pipeline.run, args=(cfg, q, stop_event, reader_failed, level),
+                       name="post-processor")
+    read = ctx.Process(target=reader.run, args=(cfg, q, stop_event, level), name="reader")
+    stopping: list[str] = []
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        if not stopping:
+            stopping.append(signal.Signals(signum).name)
+            stop_event.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    log.info("smartmeter %s starting (config %s, source %s)", __version__, cfg.path, cfg.meter.source)
+    post.start()
+    read.start()
+    code = 0
+    while True:
+        multiprocessing.connection.wait([read.sentinel, post.sentinel], timeout=0.25)
+        if stopping:
+            log.info("%s: stopping", stopping[0])
+            break
+        if not post.is_alive():
+            log.error("post-processor exited (code %s); stopping (relays: released to their wired safe state)",
+                      post.exitcode)
+            code = 1
+            stop_event.set()
+            break
+        if not read.is_alive():
+            if read.exitcode == 0 and cfg.meter.replay_path is not None:
+                post.join()  # the replay is over; the post-processor drains and flushes
+                code = post.exitcode or 0
+                log.info("replay done; exit %d", code)
+                return code
+            log.error("reader exited (code %s); relays to safe state, stopping", read.exitcode)
+            reader_failed.set()
+            code = 1
+            break
+    deadline = time.monotonic() + STOP_TIMEOUT_S
+    for proc in (read, post):
+        proc.join(max(0.05, deadline - time.monotonic()))
+    for proc in (read, post):
+        if proc.is_alive():
+            log.error("%s did not stop in time; killing it", proc.name)
+            proc.kill()
+            proc.join(1.0)
+            code = code or 1
+    if code == 0 and post.exitcode not in (0, None):
+        code = 1
+    log.info("stopped (exit %d)", code)
+    return code
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    sys.exit(main())

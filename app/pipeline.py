@@ -1,0 +1,291 @@
+"""The post-processor process: readings off the queue -> relay decisions -> sinks.
+
+Relay decisions are made on this process's main thread, on every reading, before anything
+else. Each sink runs in its own `SinkWorker` thread behind a bounded queue, so a slow or
+dead sink never delays relay control or the other sinks.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import queue as queue_mod
+import signal
+import threading
+import time
+from collections.abc import Callable, Mapping
+from datetime import datetime, timezone
+from multiprocessing.synchronize import Event
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from app import __version__, logutil
+from app.config import Config
+from app.records import Reading, ReaderStatus
+from app.sinks import Sink
+
+log = logging.getLogger("app.pipeline")
+SINK_QUEUE = 10_000
+TICK_S = 1.0
+
+
+class SinkWorker:
+    """Runs one sink in its own thread behind a bounded queue (oldest dropped, counted)."""
+
+    def __init__(self, sink: Sink, maxsize: int = SINK_QUEUE) -> None:
+        self.sink = sink
+        self.q: queue_mod.Queue[tuple[str, tuple[Any, ...]] | None] = queue_mod.Queue(maxsize)
+        self.dropped = 0
+        self.limited = logutil.RateLimited(log, 60.0)
+        self.thread = threading.Thread(target=self._run, name=f"sink-{sink.name}", daemon=True)
+        self.thread.start()
+
+    def submit(self, method: str, *args: Any) -> None:
+        """Queue a call; never blocks the caller."""
+        while True:
+            try:
+                self.q.put_nowait((method, args))
+                return
+            except queue_mod.Full:
+                try:
+                    self.q.get_nowait()
+                    self.dropped += 1
+                    self.limited.warning("full", "sink %s is falling behind: dropped %d items",
+                                         self.sink.name, self.dropped)
+                except queue_mod.Empty:
+                    pass
+
+    def _run(self) -> None:
+        next_tick = time.monotonic() + TICK_S
+        while True:
+            timeout = max(0.0, next_tick - time.monotonic())
+            try:
+                item = self.q.get(timeout=timeout)
+            except queue_mod.Empty:
+                item = ("tick", ())
+            if item is None:
+                break
+            method, args = item
+            now = time.monotonic()
+            if method == "tick" or now >= next_tick:
+                next_tick = now + TICK_S
+                self._call("tick", (now,))
+            if method != "tick":
+                self._call(method, args)
+        self._call("close", ())
+
+    def _call(self, method: str, args: tuple[Any, ...]) -> None:
+        try:
+            getattr(self.sink, method)(*args)
+        except Exception:  # one sink's bug must not stop the others; logged with traceback
+            self.limited.log(logging.ERROR, method, "sink %s failed in %s", self.sink.name, method)
+            log.debug("sink failure", exc_info=True)
+            if method == "close":
+                log.exception("sink %s failed to close", self.sink.name)
+
+    def close(self, timeout_s: float) -> bool:
+        """Ask the thread to finish what it holds and close the sink; True if it did in time."""
+        while True:
+            try:
+                self.q.put(None, timeout=timeout_s)
+                break
+            except queue_mod.Full:
+                return False
+        self.thread.join(timeout_s)
+        return not self.thread.is_alive()
+
+
+def build_sinks(cfg: Config, on_command: Callable[[str, str], None] | None) -> list[Sink]:
+    """The enabled sinks (their client libraries are imported only when enabled)."""
+    relay_names = [r.name for r in cfg.relays]
+    sinks: list[Sink] = []
+    if cfg.csv.enabled:
+        from app.sinks.csv_sink import CsvSink
+
+        sinks.append(CsvSink(cfg.csv, ZoneInfo(cfg.meter.timezone), relay_names))
+    if cfg.influxdb.enabled:
+        from app.sinks.influx import InfluxSink
+
+        sinks.append(InfluxSink(cfg.influxdb))
+    if cfg.mqtt.enabled:
+        from app.sinks.mqtt import MqttSink
+
+        sinks.append(MqttSink(cfg.mqtt, cfg.mqtt_translate, relay_names, on_command, __version__))
+    return sinks
+
+
+class PostProcessor:
+    """Decisions and exports for each reading; independent of multiprocessing for tests."""
+
+    def __init__(self, cfg: Config, sinks: list[Sink] | None = None, pin_factory: Any = None) -> None:
+        self.cfg = cfg
+        self.commands: queue_mod.SimpleQueue[tuple[str, str]] = queue_mod.SimpleQueue()
+        self.controller: Any = None
+        if cfg.relays:
+            from app.control.controller import Controller
+
+            self.controller = Controller(cfg.control, cfg.relays, pin_factory=pin_factory)
+        built = sinks if sinks is not None else build_sinks(cfg, self._on_command)
+        self.workers = [SinkWorker(s) for s in built]
+        self.readings = 0
+        self.last_seq = 0
+        self.gaps = 0
+        self.status: ReaderStatus | None = None
+        self._last_stats = time.monotonic()
+        self._closed = False
+
+    def _on_command(self, name: str, mode: str) -> None:
+        self.commands.put((name, mode))  # thread-safe; applied on the main thread
+
+    @property
+    def states(self) -> dict[str, bool]:
+        """Relay states now."""
+        return dict(self.controller.states) if self.controller is not None else {}
+
+    def start(self) -> None:
+        """Relays to their safe state."""
+        if self.controller is not None:
+            self._broadcast(self.controller.start(), "start")
+
+    def _broadcast(self, events: list[Any], reason: str) -> None:
+        if not events:
+            return
+        states = self.states
+        at = events[-1].at if hasattr(events[-1], "at") else datetime.now(timezone.utc)
+        for w in self.workers:
+            w.submit("relay_event", states, at, reason)
+
+    def on_reading(self, reading: Reading) -> None:
+        """Control first, then hand the reading to every sink."""
+        self.readings += 1
+        if self.last_seq and reading.seq > self.last_seq + 1:
+            self.gaps += reading.seq - self.last_seq - 1
+        self.last_seq = reading.seq
+        if self.controller is not None:
+            self.controller.on_reading(reading)
+        states = self.states
+        for w in self.workers:
+            w.submit("write", reading, states)
+
+    def on_status(self, status: ReaderStatus) -> None:
+        """Reader counters: remembered, logged now and then, handed to the sinks."""
+        self.status = status
+        for w in self.workers:
+            w.submit("status", status)
+
+    def tick(self) -> None:
+        """Once in a while: stale check, manual overrides, statistics."""
+        now = time.monotonic()
+        if self.controller is not None:
+            self._broadcast(self.controller.check_stale(now), "stale")
+            while True:
+                try:
+                    name, mode = self.commands.get_nowait()
+                except queue_mod.Empty:
+                    break
+                try:
+                    self._broadcast(self.controller.override(name, mode), "override")
+                except ValueError as exc:
+                    log.warning("ignored relay command %s %s: %s", name, mode, exc)
+        if now - self._last_stats >= self.cfg.general.stats_interval:
+            self._last_stats = now
+            self.log_stats()
+
+    def log_stats(self) -> None:
+        """One status line: readings, gaps, reader counters, lag."""
+        s = self.status
+        if s is None:
+            log.info("%d readings processed", self.readings)
+            return
+        lag = f"{s.lag_mean_s:.2f} s mean, {s.lag_max_s:.2f} s max" if s.lag_mean_s is not None else "n/a"
+        log.info("%d readings processed; reader: %d ok, %d rejected (%d CRC), %d dropped, %d gaps; lag %s",
+                 self.readings, s.frames_ok, s.frames_bad, s.crc_errors, s.dropped, self.gaps, lag)
+
+    def safe(self, reason: str) -> None:
+        """Every relay to its safe state now (shutdown, reader died)."""
+        if self.controller is not None:
+            self._broadcast(self.controller.safe_all(reason), reason)
+
+    def close(self, reason: str = "shutdown", timeout_s: float = 1.5) -> None:
+        """Safe state, then flush and close every sink within `timeout_s`."""
+        if self._closed:
+            return
+        self._closed = True
+        self.safe(reason)
+        deadline = time.monotonic() + timeout_s
+        for w in self.workers:
+            if not w.close(max(0.05, deadline - time.monotonic())):
+                log.error("sink %s did not finish in time", w.sink.name)
+        if self.controller is not None:
+            self.controller.close()
+        self.log_stats()
+
+
+def run(cfg: Config, q: multiprocessing.Queue[Any], stop_event: Event, reader_failed: Event,
+        log_level: str) -> None:
+    """Entry point of the post-processor process."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # main coordinates shutdown
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    logutil.setup(log_level)
+    parent = multiprocessing.parent_process()
+    try:
+        pp = PostProcessor(cfg)
+        pp.start()
+    except Exception:
+        log.exception("post-processor failed to start")
+        raise SystemExit(1) from None
+    code = 0
+    reason = "shutdown"
+    next_tick = time.monotonic()
+    try:
+        while True:
+            try:
+                item = q.get(timeout=0.2)
+            except queue_mod.Empty:
+                item = ReaderStatus  # nothing; fall through to the checks
+            if item is None:
+                log.info("replay finished; flushing")
+                break
+            if isinstance(item, Reading):
+                pp.on_reading(item)
+            elif isinstance(item, ReaderStatus):
+                pp.on_status(item)
+            now = time.monotonic()
+            if now >= next_tick:
+                next_tick = now + 0.5
+                pp.tick()
+                if reader_failed.is_set():
+                    reason, code = "reader process died", 1
+                    log.error("reader process died: relays to safe state")
+                    break
+                if parent is not None and not parent.is_alive():
+                    reason, code = "main process died", 1
+                    log.error("main process is gone: relays to safe state")
+                    break
+            if stop_event.is_set():
+                _drain(q, pp, deadline=time.monotonic() + 0.5)
+                break
+    except Exception:
+        log.exception("post-processor crashed")
+        reason, code = "post-processor error", 1
+    finally:
+        pp.close(reason)
+    raise SystemExit(code)
+
+
+def _drain(q: multiprocessing.Queue[Any], pp: PostProcessor, deadline: float) -> None:
+    """Take what is already queued (bounded in time) so a shutdown loses nothing it holds."""
+    while time.monotonic() < deadline:
+        try:
+            item = q.get(timeout=0.05)
+        except queue_mod.Empty:
+            return
+        if isinstance(item, Reading):
+            pp.on_reading(item)
+        elif item is None:
+            return
+
+
+def reading_states(states: Mapping[str, bool]) -> dict[str, int]:
+    """Relay states as 1/0 (the form every export uses)."""
+    return {name: int(on) for name, on in states.items()}

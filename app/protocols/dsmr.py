@@ -1,0 +1,187 @@
+"""DSMR / Fluvius / D0 telegram parser: telegram bytes -> Reading.
+
+    1-0:1.8.1(000301.548*kWh)                     value with unit
+    0-0:1.0.0(231102121548W)                      timestamp YYMMDDhhmmss + W (winter) / S (summer)
+    1-0:1.6.0(231102114500W)(03.064*kW)           timestamped value (max demand, M-Bus channels)
+    0-1:24.2.3(231102121002W)(00092.287*m3)       M-Bus channel value with its own time
+    0-2:24.3.0(211122210000)(00)(60)(1)(0-2:24.2.1)(m3)
+    (13368.864)                                   DSMR 2.2 gas: the value on the next line
+    0-0:96.1.1(3153414733313030373231333236)      hex-encoded text
+    1-0:99.97.0(1)(0-0:96.7.19)(...)(...*s)       logs: every group kept in Value.groups
+
+Text is decoded as latin-1, so no byte sequence raises; unknown OBIS lines are kept.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
+
+from app.errors import ChecksumError, ParseError
+from app.framing import Frame
+from app.framing.dsmr import check_crc
+from app.obis import named_fields, normalize
+from app.records import Reading, Value
+
+_LINE_RE = re.compile(r"^(\d{1,3}-\d{1,3}:\d{1,3}\.\d{1,3}\.\d{1,3}(?:\*\d{1,3})?)((?:\([^()\r\n]*\))+)\s*$")
+_GROUP_RE = re.compile(r"\(([^()]*)\)")
+_NUMBER_RE = re.compile(r"^[-+]?\d+(\.\d+)?$")
+_TS_RE = re.compile(r"^(\d{2})(\d{2})(\d{2})(\d{2})(\d{2})(\d{2})([WS]?)$")
+_HEX_TEXT_RE = re.compile(r"^(?:[0-9A-Fa-f]{2})+$")
+# C.D prefixes whose values are identifiers or text, never numbers (leading zeros matter).
+_TEXT_CD = ("96.1.", "96.13.", "42.0.", "0.0.", "96.5.", "0.2.")
+_TS_REFS = frozenset({"0-0:1.0.0"})
+_METER_ID_REFS = ("0-0:96.1.1", "0-0:96.1.0", "0-0:42.0.0", "0-0:96.1.255", "1-0:0.0.0", "1-0:96.1.0")
+
+
+def parse_timestamp(text: str, tz: ZoneInfo) -> datetime | None:
+    """`YYMMDDhhmmssX` (X = W standard, S summer, absent = local) -> aware datetime, or None."""
+    m = _TS_RE.match(text)
+    if m is None:
+        return None
+    yy, mo, dd, hh, mi, ss, flag = m.groups()
+    try:
+        naive = datetime(2000 + int(yy), int(mo), int(dd), int(hh), int(mi), int(ss))
+    except ValueError:
+        return None
+    if not flag:
+        return _fixed(naive.replace(tzinfo=tz))
+    for fold in (0, 1):
+        local = naive.replace(tzinfo=tz, fold=fold)
+        if bool(local.dst()) == (flag == "S"):
+            return _fixed(local)
+    # The flag contradicts the zone's rule at this local time: trust the flag.
+    std = naive.replace(tzinfo=tz).utcoffset() or timedelta(0)
+    dst = naive.replace(tzinfo=tz).dst() or timedelta(0)
+    offset = std - dst + (timedelta(hours=1) if flag == "S" else timedelta(0))
+    return naive.replace(tzinfo=timezone(offset))
+
+
+def _fixed(local: datetime) -> datetime:
+    """The same instant with a fixed UTC offset, so that arithmetic is right across DST changes."""
+    return local.replace(tzinfo=timezone(local.utcoffset() or timedelta(0)), fold=0)
+
+
+def _number(text: str) -> float | int | None:
+    if not _NUMBER_RE.match(text):
+        return None
+    return float(text) if "." in text else int(text)
+
+
+def _hex_text(raw: str) -> str | None:
+    if not _HEX_TEXT_RE.match(raw):
+        return None
+    try:
+        text = bytes.fromhex(raw).decode("ascii")
+    except UnicodeDecodeError:
+        return None
+    return text.strip() if text.isprintable() else None
+
+
+def _split(group: str) -> tuple[str, str | None]:
+    text, star, unit = group.partition("*")
+    return (text, unit) if star else (text, None)
+
+
+def _value(ref: str, groups: list[tuple[str, str | None]], tz: ZoneInfo) -> Value:
+    """Interpret the bracketed groups of one OBIS line."""
+    cde = ref.split(":", 1)[1]
+    if len(groups) == 1:
+        text, unit = groups[0]
+        if ref in _TS_REFS:
+            return Value(text, unit, parse_timestamp(text, tz))
+        if cde.startswith(_TEXT_CD):
+            return Value(text, unit, text=_hex_text(text))
+        num = _number(text)
+        return Value(text if num is None else num, unit)
+    if cde.startswith("24.3.") and len(groups) >= 7:  # DSMR 2.2 gas, value on the next line
+        num = _number(groups[-1][0])
+        return Value(num if num is not None else groups[-1][0], groups[5][0] or None,
+                     parse_timestamp(groups[0][0], tz), tuple(groups))
+    if len(groups) == 2:
+        ts = parse_timestamp(groups[0][0], tz)
+        if ts is not None or groups[0][0] == "":
+            text, unit = groups[1]
+            num = _number(text)
+            return Value(text if num is None else num, unit, ts, tuple(groups))
+    first = _number(groups[0][0])
+    return Value(first if first is not None else groups[0][0], groups[0][1], None, tuple(groups))
+
+
+def parse_telegram(
+    data: bytes, received: datetime, tz: ZoneInfo, seq: int = 0, crc_ok: bool | None = None
+) -> Reading:
+    """Parse one complete telegram ('/' .. '!' [CRC] CRLF).
+
+    With `crc_ok` None the CRC is checked here (a mismatch raises ChecksumError); a framer that
+    already checked it passes its verdict.
+    """
+    if crc_ok is None:
+        crc_ok, calculated, got = check_crc(data)
+        if crc_ok is False:
+            raise ChecksumError("CRC16", calculated, got or "?")
+    elif crc_ok is False:
+        raise ChecksumError("CRC16", "?", "?")
+    text = data.decode("latin-1")
+    if not text.startswith("/"):
+        raise ParseError("telegram does not start with '/'")
+    lines = text.split("\n")
+    header = lines[0].rstrip("\r")[1:]
+    values: dict[str, Value] = {}
+    pending_ref: str | None = None
+    pending: list[tuple[str, str | None]] = []
+    for raw_line in lines[1:]:
+        line = raw_line.rstrip("\r")
+        if not line:
+            continue
+        if line[0] == "(" and pending_ref is not None:  # continuation line (DSMR 2.2 gas)
+            pending.extend(_split(g) for g in _GROUP_RE.findall(line))
+            continue
+        if line[0] == "!":
+            break
+        m = _LINE_RE.match(line)
+        if m is None:
+            continue  # not an OBIS line (noise); kept out rather than guessed
+        if pending_ref is not None:
+            values[pending_ref] = _value(pending_ref, pending, tz)
+        pending_ref = normalize(m.group(1))
+        pending = [_split(g) for g in _GROUP_RE.findall(m.group(2))]
+    if pending_ref is not None:
+        values[pending_ref] = _value(pending_ref, pending, tz)
+    if not values:
+        raise ParseError(f"telegram {header!r} holds no OBIS lines")
+    ts_value = values.get("0-0:1.0.0")
+    meter_time = ts_value.timestamp if ts_value is not None else None
+    fields, gas_time = named_fields(values)
+    return Reading(
+        seq=seq,
+        protocol="dsmr",
+        meter_id=_meter_id(values, header),
+        header=header,
+        meter_time=meter_time,
+        received=received,
+        values=values,
+        fields=fields,
+        gas_time=gas_time,
+        crc_ok=crc_ok,
+    )
+
+
+def _meter_id(values: dict[str, Value], header: str) -> str:
+    for ref in _METER_ID_REFS:
+        v = values.get(ref)
+        if v is not None and v.value not in ("", None):
+            return v.text or str(v.value)
+    return header
+
+
+class DsmrDecoder:
+    """Decoder for DSMR frames (Frame.kind == "dsmr")."""
+
+    def __init__(self, tz: ZoneInfo) -> None:
+        self.tz = tz
+
+    def decode(self, frame: Frame, received: datetime, seq: int = 0) -> Reading:
+        """Decode one good telegram frame."""
+        return parse_telegram(frame.data, received, self.tz, seq, frame.crc_ok)

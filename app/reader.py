@@ -1,0 +1,336 @@
+"""The reader process: port -> framer -> parser -> one Reading at a time on a bounded queue.
+
+Live, the reader never waits for the post-processor: when the queue is full it drops the
+oldest reading and counts it, so readings never fall behind real time. A replay has no real
+time to keep, so it waits for room instead and loses nothing, and ends with `END`.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import queue as queue_mod
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from multiprocessing.synchronize import Event
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from app import logutil
+from app.config import Config, MeterConfig
+from app.errors import ChecksumError, DecryptionError, ProtocolError
+from app.framing import Frame, Framer
+from app.framing.dsmr import DsmrFramer
+from app.protocols import Decoder
+from app.protocols.dsmr import DsmrDecoder
+from app.records import Reading, ReaderStatus
+from app.transport.source import AUTO_CANDIDATES, ByteSource, ReplaySource, SerialSource, SourceError
+
+log = logging.getLogger("app.reader")
+END = None  # sentinel: the replay is over
+STATUS_EVERY_S = 5.0
+AUTO_BAUD_WINDOW_S = 12.0  # a DSMR 2.2 meter sends every 10 s
+
+
+def make_framer(protocol: str, max_frame: int) -> Framer:
+    """The framer for `[meter] protocol` (DSMR alone stays light: no DLMS imports)."""
+    if protocol == "dsmr":
+        return DsmrFramer(max_frame)
+    from app.framing.auto import make_framer as make_other
+
+    return make_other(protocol, max_frame)
+
+
+class FrameDecoder:
+    """Routes frames to the DSMR or the DLMS decoder (the latter created on first use)."""
+
+    def __init__(self, meter: MeterConfig) -> None:
+        self.meter = meter
+        self.tz = ZoneInfo(meter.timezone)
+        self._dsmr = DsmrDecoder(self.tz)
+        self._dlms: Decoder | None = None
+
+    def decode(self, frame: Frame, received: datetime, seq: int) -> Reading:
+        """Decode one good frame into a Reading (raises ProtocolError)."""
+        if frame.kind == "dsmr":
+            return self._dsmr.decode(frame, received, seq)
+        if self._dlms is None:
+            from app.protocols.dlms import DlmsDecoder
+
+            self._dlms = DlmsDecoder(self.meter.key, self.meter.auth_key, self.meter.profile, self.tz)
+        return self._dlms.decode(frame, received, seq)
+
+
+@dataclass
+class Counters:
+    """What the reader has seen; accepted + rejected = frames seen."""
+
+    frames_ok: int = 0
+    frames_bad: int = 0
+    crc_errors: int = 0
+    parse_errors: int = 0
+    decrypt_errors: int = 0
+    dropped: int = 0
+    lag_sum_s: float = 0.0
+    lag_n: int = 0
+    lag_max_s: float | None = None
+    reasons: dict[str, int] = field(default_factory=dict)
+
+    def status(self, connected: bool, protocol: str, header: str) -> ReaderStatus:
+        """A snapshot for the post-processor."""
+        return ReaderStatus(
+            frames_ok=self.frames_ok, frames_bad=self.frames_bad, crc_errors=self.crc_errors,
+            parse_errors=self.parse_errors, decrypt_errors=self.decrypt_errors, dropped=self.dropped,
+            lag_mean_s=self.lag_sum_s / self.lag_n if self.lag_n else None, lag_max_s=self.lag_max_s,
+            connected=connected, protocol=protocol, header=header, reasons=dict(self.reasons),
+        )
+
+
+class Reader:
+    """The reader loop, independent of multiprocessing so tests can drive it directly."""
+
+    def __init__(
+        self,
+        cfg: Config,
+        put: Callable[[Any, bool], bool],
+        stop: Callable[[], bool],
+        source_factory: Callable[[int, str], ByteSource] | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.meter = cfg.meter
+        self._put = put  # (item, wait) -> delivered
+        self._stop = stop
+        self.counters = Counters()
+        self.limited = logutil.RateLimited(log, cfg.general.log_interval)
+        self.decoder = FrameDecoder(cfg.meter)
+        self.framer = make_framer(cfg.meter.protocol, cfg.meter.max_frame)
+        self.seq = 0
+        self.protocol = ""
+        self.header = ""
+        self.connected = False
+        self._last_status = 0.0
+        self._source_factory = source_factory or self._open_serial
+        self._replay_t0: tuple[datetime, float] | None = None
+
+    # ------------------------------------------------------------------ frames
+
+    def handle(self, frames: list[Frame]) -> None:
+        """Count, decode and deliver frames."""
+        for frame in frames:
+            if not frame.ok:
+                self._reject(frame.reason, "crc" if "CRC" in frame.reason or "FCS" in frame.reason
+                             or "HCS" in frame.reason or "checksum" in frame.reason else "frame")
+                continue
+            received = datetime.now(timezone.utc)
+            try:
+                reading = self.decoder.decode(frame, received, self.seq + 1)
+            except ChecksumError as exc:
+                self._reject(str(exc), "crc")
+                continue
+            except DecryptionError as exc:
+                self._reject(str(exc), "decrypt")
+                continue
+            except ProtocolError as exc:
+                self._reject(str(exc), "parse")
+                continue
+            self.seq += 1
+            self.counters.frames_ok += 1
+            self.protocol, self.header = reading.protocol, reading.header
+            lag = reading.lag_s
+            if lag is not None:
+                c = self.counters
+                c.lag_sum_s += lag
+                c.lag_n += 1
+                c.lag_max_s = lag if c.lag_max_s is None else max(c.lag_max_s, lag)
+            self._pace(reading)
+            self.deliver(reading)
+
+    def _reject(self, reason: str, kind: str) -> None:
+        c = self.counters
+        c.frames_bad += 1
+        if kind == "crc":
+            c.crc_errors += 1
+        elif kind == "decrypt":
+            c.decrypt_errors += 1
+        else:
+            c.parse_errors += 1
+        short = reason.split(":")[0][:60]
+        c.reasons[short] = c.reasons.get(short, 0) + 1
+        self.limited.warning(kind, "frame rejected: %s (%d rejected so far)", reason, c.frames_bad)
+
+    def deliver(self, item: Any) -> None:
+        """Put a reading on the queue; live: drop the oldest when full; replay: wait."""
+        if self.meter.replay_path is not None:
+            while not self._put(item, True):
+                if self._stop():
+                    return
+            return
+        if not self._put(item, False):
+            self.counters.dropped += 1
+            self.limited.warning("dropped", "queue full: dropped the oldest reading (%d dropped so far)",
+                                 self.counters.dropped)
+
+    def _pace(self, reading: Reading) -> None:
+        """Replay at `replay_speed` x real time by the readings' meter timestamps."""
+        speed = self.meter.replay_speed
+        if self.meter.replay_path is None or speed <= 0 or reading.meter_time is None:
+            return
+        if self._replay_t0 is None:
+            self._replay_t0 = (reading.meter_time, time.monotonic())
+            return
+        t0, m0 = self._replay_t0
+        target = m0 + (reading.meter_time - t0).total_seconds() / speed
+        while not self._stop():
+            delay = target - time.monotonic()
+            if delay <= 0:
+                break
+            time.sleep(min(delay, 0.1))
+
+    def maybe_status(self, force: bool = False) -> None:
+        """Send the counters to the post-processor every few seconds."""
+        now = time.monotonic()
+        if force or now - self._last_status >= STATUS_EVERY_S:
+            self._last_status = now
+            self._put(self.counters.status(self.connected, self.protocol, self.header), False)
+
+    # ------------------------------------------------------------------ sources
+
+    def _open_serial(self, baudrate: int, serial_format: str) -> ByteSource:
+        return SerialSource(self.meter.source, baudrate, serial_format, self.meter.read_timeout)
+
+    def _candidates(self) -> tuple[tuple[int, str], ...]:
+        if self.meter.baudrate == "auto":
+            return AUTO_CANDIDATES[self.meter.protocol]
+        return ((int(self.meter.baudrate), self.meter.serial_format),)
+
+    def run(self) -> int:
+        """Read until stopped (0), or until a replay ends (0 after END is delivered)."""
+        if self.meter.replay_path is not None:
+            return self._run_replay(self.meter.replay_path)
+        backoff = 0.5
+        candidates = self._candidates()
+        index = 0
+        while not self._stop():
+            baud, fmt = candidates[index]
+            try:
+                src = self._source_factory(baud, fmt)
+            except SourceError as exc:
+                self.connected = False
+                self.limited.warning("open", "cannot open %s: %s; retrying in %.1f s",
+                                     self.meter.source, exc, backoff)
+                self.maybe_status()
+                self._sleep(backoff)
+                backoff = min(backoff * 2, self.meter.reconnect_max)
+                continue
+            self.connected = True
+            log.info("reading %s at %d %s", self.meter.source, baud, fmt)
+            ok_before = self.counters.frames_ok
+            opened = time.monotonic()
+            try:
+                while not self._stop():
+                    data = src.read_some()
+                    if data:
+                        self.handle(self.framer.feed(data))
+                    self.maybe_status()
+                    if self.counters.frames_ok > ok_before:
+                        backoff = 0.5
+                        if len(candidates) > 1:
+                            log.info("baud rate detected: %d %s", baud, fmt)
+                            candidates = ((baud, fmt),)
+                            index = 0
+                    elif len(candidates) > 1 and time.monotonic() - opened > AUTO_BAUD_WINDOW_S:
+                        index = (index + 1) % len(candidates)
+                        log.info("no telegram at %d %s, trying %d %s", baud, fmt, *candidates[index])
+                        break
+            except SourceError as exc:
+                self.connected = False
+                self.limited.warning("lost", "lost %s: %s; reconnecting in %.1f s", self.meter.source, exc, backoff)
+                self.maybe_status(force=True)
+                self._sleep(backoff)
+                backoff = min(backoff * 2, self.meter.reconnect_max)
+            finally:
+                src.close()
+                self.framer.flush()
+        return 0
+
+    def _run_replay(self, path: str) -> int:
+        src = ReplaySource(path)
+        self.connected = True
+        try:
+            while not self._stop():
+                data = src.read_some()
+                if not data:
+                    break
+                self.handle(self.framer.feed(data))
+                self.maybe_status()
+            self.handle(self.framer.flush())
+        finally:
+            src.close()
+        self.maybe_status(force=True)
+        if not self._stop():
+            log.info("replay of %s done: %d readings, %d rejected", path, self.counters.frames_ok,
+                     self.counters.frames_bad)
+            self.deliver(END)
+        return 0
+
+    def _sleep(self, seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while not self._stop() and time.monotonic() < end:
+            time.sleep(min(0.1, end - time.monotonic()))
+
+
+def run(cfg: Config, q: multiprocessing.Queue[Any], stop_event: Event, log_level: str) -> None:
+    """Entry point of the reader process."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # main coordinates shutdown
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    logutil.setup(log_level)
+    parent = multiprocessing.parent_process()
+
+    def put(item: Any, wait: bool) -> bool:
+        if wait:
+            try:
+                q.put(item, timeout=0.2)
+                return True
+            except queue_mod.Full:
+                return False
+        try:
+            q.put_nowait(item)
+            return True
+        except queue_mod.Full:
+            if item is None or isinstance(item, ReaderStatus):
+                return False
+            try:
+                q.get_nowait()  # drop the oldest
+            except queue_mod.Empty:
+                pass
+            try:
+                q.put_nowait(item)
+            except queue_mod.Full:
+                pass
+            return False
+
+    last_check = [0.0]
+
+    def stop() -> bool:
+        if stop_event.is_set():
+            return True
+        now = time.monotonic()
+        if parent is not None and now - last_check[0] > 0.5:
+            last_check[0] = now
+            if not parent.is_alive():
+                log.error("main process is gone; reader stops")
+                stop_event.set()
+                return True
+        return False
+
+    try:
+        code = Reader(cfg, put, stop).run()
+    except Exception:
+        log.exception("reader crashed")
+        raise SystemExit(1) from None
+    if stop_event.is_set():
+        q.cancel_join_thread()  # the post-processor may already be gone
+    raise SystemExit(code)

@@ -1,0 +1,237 @@
+"""CSV for spreadsheets: one file per local day, `YYYY-MM-DD.csv`.
+
+    timestamp;total_consumption_day;...;actual_total_consumption;...;relay_boiler
+    2025-04-19T17:08:00+02:00;18402,951;...;0,338;...;1
+
+`timestamp` first (ISO 8601 with offset, the start of the interval), then the named fields
+the meter sends, then `relay_<name>` (1/0, state after the last reading of the row). With an
+interval, energy counters and demand registers are the last value and instantaneous values
+(power, voltage, current) the mean. Rows are buffered and written whole, with fsync, every
+`flush_interval`; a torn last line left by a power cut is cut off when the file is reopened.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from app.config import CsvConfig
+from app.logutil import RateLimited
+from app.obis import ENERGY_FIELDS, FIELD_NAMES
+from app.records import Reading
+from app.sinks import Sink
+
+log = logging.getLogger("app.sinks.csv")
+LAST_VALUE_FIELDS = ENERGY_FIELDS | {"maximum_demand_month", "current_average_demand"}
+MAX_PENDING_ROWS = 100_000
+
+
+def format_number(value: float, decimal: str) -> str:
+    """Up to 4 decimals, trailing zeros dropped, with the configured decimal mark."""
+    text = f"{value:.4f}".rstrip("0").rstrip(".")
+    if text == "-0":
+        text = "0"
+    return text.replace(".", decimal) if decimal != "." else text
+
+
+class Interval:
+    """The readings of one CSV row: last value for counters, mean for instantaneous values."""
+
+    def __init__(self, start: datetime) -> None:
+        self.start = start
+        self.last: dict[str, float] = {}
+        self.sums: dict[str, float] = {}
+        self.counts: dict[str, int] = {}
+        self.gas_time: datetime | None = None
+        self.relays: dict[str, bool] = {}
+
+    def add(self, reading: Reading, relays: Mapping[str, bool]) -> None:
+        """Fold one reading into the row."""
+        for name, value in reading.fields.items():
+            if name in LAST_VALUE_FIELDS:
+                self.last[name] = value
+            else:
+                self.sums[name] = self.sums.get(name, 0.0) + value
+                self.counts[name] = self.counts.get(name, 0) + 1
+        if reading.gas_time is not None:
+            self.gas_time = reading.gas_time
+        self.relays = dict(relays)
+
+    def values(self) -> dict[str, float]:
+        """The row's field values."""
+        out = dict(self.last)
+        for name, total in self.sums.items():
+            out[name] = total / self.counts[name]
+        return out
+
+
+class CsvSink(Sink):
+    """Writes rows into day files under `directory`."""
+
+    name = "csv"
+
+    def __init__(self, cfg: CsvConfig, tz: ZoneInfo, relay_names: list[str]) -> None:
+        self.cfg = cfg
+        self.tz = tz
+        self.relay_names = list(relay_names)
+        self.dir = Path(cfg.directory)
+        self.current: Interval | None = None
+        self.pending: list[tuple[str, dict[str, float], datetime | None, dict[str, bool], datetime]] = []
+        self.headers: dict[str, list[str]] = {}  # day -> columns of that file
+        self.last_flush = time.monotonic()
+        self.dropped = 0
+        self.rows_written = 0
+        self.limited = RateLimited(log, 60.0)
+        self._closed = False
+        self._failing = False
+
+    # ----------------------------------------------------------------- rows
+
+    def _bucket(self, t: datetime) -> datetime:
+        local = t.astimezone(self.tz)
+        if self.cfg.interval <= 0:
+            return local
+        step = self.cfg.interval
+        day = local.replace(hour=0, minute=0, second=0, microsecond=0)
+        secs = (local - day).total_seconds()
+        return day + timedelta(seconds=secs - secs % step)
+
+    def write(self, reading: Reading, relays: Mapping[str, bool]) -> None:
+        """Fold the reading into the current row; a new interval emits the previous row."""
+        start = self._bucket(reading.time)
+        if self.current is not None and self.current.start != start:
+            self._emit(self.current)
+            self.current = None
+        if self.current is None:
+            self.current = Interval(start)
+        self.current.add(reading, relays)
+        if self.cfg.interval <= 0:
+            self._emit(self.current)
+            self.current = None
+
+    def _emit(self, row: Interval) -> None:
+        if len(self.pending) >= MAX_PENDING_ROWS:
+            del self.pending[0]
+            self.dropped += 1
+            self.limited.error("drop", "CSV backlog full: dropped the oldest row (%d so far)", self.dropped)
+        self.pending.append((row.start.date().isoformat(), row.values(), row.gas_time, row.relays, row.start))
+
+    def tick(self, now: float) -> None:
+        """Write buffered rows every flush_interval (more often while a write is failing)."""
+        if self.pending and now - self.last_flush >= self.cfg.flush_interval:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write every buffered row, whole, then fsync."""
+        self.last_flush = time.monotonic()
+        if not self.pending:
+            return
+        by_day: dict[str, list[str]] = {}
+        order: list[str] = []
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            for day, values, gas_time, relays, start in self.pending:
+                cols = self._columns(day, values, gas_time)
+                if day not in by_day:
+                    by_day[day] = []
+                    order.append(day)
+                by_day[day].append(self._line(cols, start, values, gas_time, relays))
+            for day in order:
+                self._append(day, by_day[day])
+        except OSError as exc:
+            self._failing = True
+            self.limited.error("write", "cannot write CSV to %s: %s; holding %d rows and retrying",
+                               self.dir, exc, len(self.pending))
+            return
+        if self._failing:
+            log.info("CSV writing resumed in %s", self.dir)
+            self._failing = False
+        self.rows_written += len(self.pending)
+        self.pending.clear()
+
+    def _columns(self, day: str, values: Mapping[str, float], gas_time: datetime | None) -> list[str]:
+        cols = self.headers.get(day)
+        if cols is None:
+            cols = self._existing_header(day)
+            if cols is None:
+                present = [n for n in FIELD_NAMES if n in values]
+                if gas_time is not None:
+                    present.append("gas_timestamp")
+                cols = ["timestamp", *present, *(f"relay_{n}" for n in self.relay_names)]
+            self.headers[day] = cols
+        return cols
+
+    def _path(self, day: str) -> Path:
+        return self.dir / f"{day}.csv"
+
+    def _existing_header(self, day: str) -> list[str] | None:
+        """Columns of a day file written before a restart; repairs a torn last line."""
+        path = self._path(day)
+        if not path.exists() or path.stat().st_size == 0:
+            return None
+        with path.open("rb+") as fh:
+            data = fh.read()
+            if not data.endswith(b"\n"):
+                cut = data.rfind(b"\n") + 1
+                fh.truncate(cut)
+                log.warning("%s ended in a partial row (power cut?); cut it off", path)
+                data = data[:cut]
+        if not data:
+            return None
+        header = data.split(b"\n", 1)[0].decode("utf-8").rstrip("\r")
+        return header.split(self.cfg.delimiter)
+
+    def _line(self, cols: list[str], start: datetime, values: Mapping[str, float],
+              gas_time: datetime | None, relays: Mapping[str, bool]) -> str:
+        cells = []
+        dec = self.cfg.decimal
+        for col in cols:
+            if col == "timestamp":
+                cells.append(start.isoformat(timespec="seconds"))
+            elif col == "gas_timestamp":
+                cells.append(gas_time.astimezone(self.tz).isoformat(timespec="seconds") if gas_time else "")
+            elif col.startswith("relay_"):
+                state = relays.get(col[len("relay_"):])
+                cells.append("" if state is None else ("1" if state else "0"))
+            else:
+                v = values.get(col)
+                cells.append("" if v is None else format_number(v, dec))
+        return self.cfg.delimiter.join(cells) + "\n"
+
+    def _append(self, day: str, lines: list[str]) -> None:
+        path = self._path(day)
+        new = not path.exists() or path.stat().st_size == 0
+        payload = "".join(lines)
+        if new:
+            payload = self.cfg.delimiter.join(self.headers[day]) + "\n" + payload
+        data = payload.encode("utf-8")
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            size_before = os.fstat(fd).st_size
+            try:
+                written = os.write(fd, data)
+                while written < len(data):
+                    written += os.write(fd, data[written:])
+                os.fsync(fd)
+            except OSError:
+                os.ftruncate(fd, size_before)  # never leave half a row behind
+                raise
+        finally:
+            os.close(fd)
+
+    def close(self) -> None:
+        """Emit the partial row and write everything."""
+        if self._closed:
+            return
+        self._closed = True
+        if self.current is not None:
+            self._emit(self.current)
+            self.current = None
+        self.flush()
+        if self.pending:
+            log.error("CSV: %d rows could not be written at shutdown", len(self.pending))
