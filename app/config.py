@@ -381,7 +381,7 @@ def _source(s: str) -> str:
 def _single_char(s: str) -> str:
     s = {"tab": "\t", "\\t": "\t", "semicolon": ";", "comma": ",", "space": " "}.get(s.lower(), s)
     if len(s) != 1:
-        raise ValueError("expected one character (or tab)")
+        raise ValueError("expected one character (write ; as semicolon and a tab as tab)")
     return s
 
 
@@ -392,7 +392,28 @@ def _url(s: str) -> str:
 
 
 def _topics(s: str) -> tuple[str, ...]:
-    return tuple(t.strip() for t in s.split(",") if t.strip())
+    topics = tuple(t.strip() for t in s.split(",") if t.strip())
+    for topic in topics:
+        levels = topic.split("/")
+        for i, level in enumerate(levels):
+            if ("#" in level and (level != "#" or i != len(levels) - 1)) or ("+" in level and level != "+"):
+                raise ValueError(f"{topic!r} is not a valid MQTT topic filter")
+    return topics
+
+
+def _non_empty(s: str) -> str:
+    if not s:
+        raise ValueError("must not be empty")
+    return s
+
+
+def _profile(s: str) -> str:
+    from app.protocols.cosem_profiles import PROFILE_NAMES
+
+    names = tuple(dict.fromkeys(("auto", "smarty", *PROFILE_NAMES)))
+    if s.lower() not in names:
+        raise ValueError(f"unknown profile (known: {', '.join(names)})")
+    return s.lower()
 
 
 def _key_map(s: str) -> tuple[tuple[str, str], ...]:
@@ -427,7 +448,7 @@ def _general(sec: _Section) -> GeneralConfig:
 def _meter(sec: _Section) -> MeterConfig:
     protocol = sec.choice("protocol", "auto", ("auto", "dsmr", "dlms"))
     key = sec.get("key", None, parse_hex_key, env="SMARTMETER_KEY")
-    profile = sec.str("profile", "auto").lower()
+    profile = sec.get("profile", "auto", _profile)
     default_auth = bytes.fromhex(LUX_AUTH_KEY) if profile == "smarty" else None
     return MeterConfig(
         source=sec.get("source", "/dev/ttyUSB0", _source),
@@ -497,7 +518,7 @@ def _on_off(s: str) -> bool:
 def _csv(sec: _Section) -> CsvConfig:
     cfg = CsvConfig(
         enabled=sec.bool("enabled", False),
-        directory=sec.str("directory", CsvConfig.directory),
+        directory=sec.get("directory", CsvConfig.directory, _non_empty),
         interval=sec.duration("interval", 60.0, hi=86400.0),
         delimiter=sec.get("delimiter", ",", _single_char),
         decimal=sec.get("decimal", ".", _decimal),
@@ -530,16 +551,14 @@ def _influx(sec: _Section) -> InfluxConfig:
         username=sec.str("username", ""),
         password=sec.str("password", "", env="INFLUXDB_PASSWORD"),
         retention_policy=sec.str("retention_policy", ""),
-        measurement=sec.str("measurement", "smartmeter"),
+        measurement=sec.get("measurement", "smartmeter", _non_empty),
         batch_size=sec.int("batch_size", 500, lo=1, hi=100_000),
         flush_interval=sec.duration("flush_interval", 10.0, lo=0.1, hi=3600.0),
         timeout=sec.duration("timeout", 10.0, lo=0.1, hi=600.0),
-        spool_dir=sec.str("spool_dir", InfluxConfig.spool_dir),
+        spool_dir=sec.get("spool_dir", InfluxConfig.spool_dir, _non_empty),
         spool_max=sec.get("spool_max", 200 * 10**6, _positive_size),
         status_interval=sec.duration("status_interval", 300.0, lo=1.0),
     )
-    if cfg.enabled and not cfg.measurement:
-        raise ConfigError("[influxdb] measurement = '': must not be empty", "influxdb", "measurement")
     return cfg
 
 
@@ -551,9 +570,9 @@ def _positive_size(s: str) -> int:
 
 
 def _mqtt(sec: _Section) -> MqttConfig:
-    return MqttConfig(
+    cfg = MqttConfig(
         enabled=sec.bool("enabled", False),
-        host=sec.str("host", "localhost"),
+        host=sec.get("host", "localhost", _non_empty),
         port=sec.int("port", 1883, lo=1, hi=65535),
         username=sec.str("username", ""),
         password=sec.str("password", "", env="MQTT_PASSWORD"),
@@ -572,6 +591,12 @@ def _mqtt(sec: _Section) -> MqttConfig:
         keepalive=sec.duration("keepalive", 60.0, lo=5.0, hi=3600.0),
         reconnect_max=sec.duration("reconnect_max", 60.0, lo=1.0, hi=3600.0),
     )
+    if cfg.tls:
+        for key in ("ca_file", "cert_file", "key_file"):
+            path = getattr(cfg, key)
+            if path and not os.path.isfile(path):
+                raise sec.error(key, path, "file not found")
+    return cfg
 
 
 def _topic_prefix(s: str) -> str:

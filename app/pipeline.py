@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 import queue as queue_mod
 import signal
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from datetime import datetime, timezone
 from multiprocessing.synchronize import Event
 from typing import Any
@@ -227,6 +228,7 @@ def run(cfg: Config, q: multiprocessing.Queue[Any], stop_event: Event, reader_fa
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # main coordinates shutdown
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     logutil.setup(log_level)
+    log.info("post-processor process started (pid %d)", os.getpid())
     parent = multiprocessing.parent_process()
     try:
         pp = PostProcessor(cfg)
@@ -284,8 +286,3 @@ def _drain(q: multiprocessing.Queue[Any], pp: PostProcessor, deadline: float) ->
             pp.on_reading(item)
         elif item is None:
             return
-
-
-def reading_states(states: Mapping[str, bool]) -> dict[str, int]:
-    """Relay states as 1/0 (the form every export uses)."""
-    return {name: int(on) for name, on in states.items()}

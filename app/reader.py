@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 import queue as queue_mod
 import signal
 import time
@@ -287,6 +288,7 @@ def run(cfg: Config, q: multiprocessing.Queue[Any], stop_event: Event, log_level
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # main coordinates shutdown
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     logutil.setup(log_level)
+    log.info("reader process started (pid %d)", os.getpid())
     parent = multiprocessing.parent_process()
 
     def put(item: Any, wait: bool) -> bool:

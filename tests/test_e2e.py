@@ -1,0 +1,149 @@
+"""End to end: bytes into a real pty -> reader process -> post-processor -> CSV, relays on mock pins."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+from app.simulator import BRUSSELS, SimulatedMeter
+from tests.appliance import Appliance, Pty, csv_rows, process_alive, wait_for
+from tests.conftest import FIXTURES
+
+INI = """
+[general]
+log_level = info
+[meter]
+source = {source}
+protocol = dsmr
+reconnect_max = 1 s
+[control]
+settle = 0 s
+stale_after = 3 s
+[relay:boiler]
+pin = GPIO17
+on_when = export > 1500 W
+off_when = export < 200 W
+[csv]
+enabled = yes
+directory = {csv}
+interval = 0
+delimiter = semicolon
+flush_interval = 200 ms
+"""
+
+
+@pytest.fixture()
+def setup(tmp_path: Path) -> tuple[Path, Path, Pty]:
+    pty = Pty(tmp_path / "ttyP1")
+    ini = tmp_path / "app.ini"
+    ini.write_text(INI.format(source=tmp_path / "ttyP1", csv=tmp_path / "csv"))
+    yield ini, tmp_path / "csv", pty
+    pty.close()
+
+
+def _meter(hour: int = 12) -> SimulatedMeter:
+    return SimulatedMeter(datetime(2026, 6, 21, hour, 0, tzinfo=BRUSSELS), step_s=1.0, seed=3)
+
+
+def test_pty_to_csv_survives_unplug_and_sigterm(setup: tuple[Path, Path, Pty]) -> None:
+    ini, csv_dir, pty = setup
+    app = Appliance(ini)
+    try:
+        app.wait_log(r"reading .*ttyP1")
+        meter = _meter()
+        for _ in range(5):
+            pty.write(meter.next())
+        assert wait_for(lambda: len(csv_rows(csv_dir)) == 5, 15), app.log()
+        # USB pulled: the reader logs it, retries with backoff, carries on once it is back.
+        pty.unplug()
+        app.wait_log(r"lost .*ttyP1|cannot open .*ttyP1")
+        time.sleep(1.0)
+        pty.plug()
+        app.wait_log(r"reading .*ttyP1.*\n(.*\n)*.*reading .*ttyP1", 15)
+        for _ in range(5):
+            pty.write(meter.next())
+        assert wait_for(lambda: len(csv_rows(csv_dir)) == 10, 15), app.log()
+        t0 = time.monotonic()
+        code = app.stop(signal.SIGTERM)
+        assert code == 0, app.log()
+        assert time.monotonic() - t0 < 2.5
+    finally:
+        app.kill()
+    rows = csv_rows(csv_dir)
+    assert len(rows) == 10 and all(len(r) == len(rows[0]) for r in rows)
+    header = next(csv_dir.glob("*.csv")).read_text().splitlines()[0].split(";")
+    assert header[0] == "timestamp" and header[-1] == "relay_boiler"
+    assert rows[0][0] == "2026-06-21T12:00:00+02:00"
+    log = app.log()
+    assert "relay boiler -> on" in log  # noon: the simulated house exports
+    assert "relay boiler -> off (shutdown" in log or "already in its safe state" in log
+
+
+def test_replay_drains_flushes_and_exits_0(tmp_path: Path) -> None:
+    ini = tmp_path / "r.ini"
+    ini.write_text(INI.format(source="/dev/null", csv=tmp_path / "csv"))
+    app = Appliance(ini, "--replay", str(FIXTURES / "dsmr" / "iskra_am550-stream_dsmr5.0_1.txt"),
+                    "--replay-speed", "0")
+    code = app.proc.wait(timeout=30)
+    app.kill()
+    assert code == 0, app.log()
+    rows = csv_rows(tmp_path / "csv")
+    assert len(rows) == 5
+    assert rows[0][0] == "2019-03-24T15:05:19+01:00"
+
+
+def test_reader_sigkill_puts_relays_safe_and_exits_non_zero(setup: tuple[Path, Path, Pty]) -> None:
+    ini, csv_dir, pty = setup
+    app = Appliance(ini)
+    try:
+        reader = app.pid_of("reader")
+        app.wait_log(r"reading .*ttyP1")
+        meter = _meter()
+        for _ in range(3):
+            pty.write(meter.next())
+        app.wait_log(r"relay boiler -> on")
+        t0 = time.monotonic()
+        os.kill(reader, signal.SIGKILL)
+        code = app.proc.wait(timeout=10)
+        assert code != 0
+        assert time.monotonic() - t0 < 3.0
+    finally:
+        app.kill()
+    log = app.log()
+    assert "reader exited" in log
+    assert "relay boiler -> off (reader process died" in log
+
+
+def test_postprocessor_sigkill_stops_the_reader_and_exits_non_zero(setup: tuple[Path, Path, Pty]) -> None:
+    ini, _csv, _pty = setup
+    app = Appliance(ini)
+    try:
+        post = app.pid_of("post-processor")
+        reader = app.pid_of("reader")
+        os.kill(post, signal.SIGKILL)
+        code = app.proc.wait(timeout=10)
+        assert code == 1
+        assert wait_for(lambda: not process_alive(reader), 5)
+    finally:
+        app.kill()
+    assert "post-processor exited" in app.log()
+
+
+def test_stale_data_puts_relays_safe(setup: tuple[Path, Path, Pty]) -> None:
+    ini, _csv, pty = setup
+    app = Appliance(ini)
+    try:
+        app.wait_log(r"reading .*ttyP1")
+        meter = _meter()
+        for _ in range(3):
+            pty.write(meter.next())
+        app.wait_log(r"relay boiler -> on")
+        app.wait_log(r"relay boiler -> off \(.*stale", 10)  # stale_after = 3 s of wall clock
+    finally:
+        app.stop()
+        app.kill()
