@@ -16,7 +16,7 @@ import logging
 import os
 import time
 from collections.abc import Mapping
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -93,13 +93,19 @@ class CsvSink(Sink):
     # ----------------------------------------------------------------- rows
 
     def _bucket(self, t: datetime) -> datetime:
+        """Start of t's interval, aligned to local wall time, as a fixed-offset local time.
+
+        Flooring the epoch shifted by the UTC offset keeps buckets on :00/:15 local and local
+        midnight, and still tells the two 02:00 hours apart on the night summer time ends.
+        """
         local = t.astimezone(self.tz)
-        if self.cfg.interval <= 0:
-            return local
-        step = self.cfg.interval
-        day = local.replace(hour=0, minute=0, second=0, microsecond=0)
-        secs = (local - day).total_seconds()
-        return day + timedelta(seconds=secs - secs % step)
+        offset = local.utcoffset() or timedelta(0)
+        epoch = local.timestamp()
+        if self.cfg.interval > 0:
+            epoch -= (epoch + offset.total_seconds()) % self.cfg.interval
+            local = datetime.fromtimestamp(epoch, self.tz)
+            offset = local.utcoffset() or timedelta(0)
+        return local.replace(tzinfo=timezone(offset), fold=0)
 
     def write(self, reading: Reading, relays: Mapping[str, bool]) -> None:
         """Fold the reading into the current row; a new interval emits the previous row."""
@@ -164,6 +170,8 @@ class CsvSink(Sink):
                     present.append("gas_timestamp")
                 cols = ["timestamp", *present, *(f"relay_{n}" for n in self.relay_names)]
             self.headers[day] = cols
+            for old in sorted(self.headers)[:-3]:  # keep the last few days only
+                del self.headers[old]
         return cols
 
     def _path(self, day: str) -> Path:
