@@ -92,19 +92,57 @@ def convert(value: float, unit: str | None, to_unit: str) -> float | None:
     return None if factor is None else value * factor
 
 
+_KIND_CACHE: dict[str, FieldSpec | str | None] = {}
+
+
+def _kind(ref: str) -> FieldSpec | str | None:
+    """What an OBIS reference is to the named fields: a FieldSpec, an M-Bus channel value
+    ("0-n:" prefix, for gas), or None. Cached: the same references come in every reading."""
+    try:
+        return _KIND_CACHE[ref]
+    except KeyError:
+        pass
+    kind: FieldSpec | str | None = None
+    m = _ELECTRICITY_RE.match(ref)
+    if m is not None:
+        kind = _BY_CDE.get(m.group(1))
+    else:
+        m = _MBUS_VALUE_RE.match(ref)
+        if m is not None:
+            kind = f"0-{m.group(1)}:"
+    if len(_KIND_CACHE) < 4096:
+        _KIND_CACHE[ref] = kind
+    return kind
+
+
 def named_fields(values: Mapping[str, Value]) -> tuple[dict[str, float], datetime | None]:
     """The named fields present in `values` (base units) and the gas reading's own timestamp."""
     fields: dict[str, float] = {}
+    gas: Value | None = None
+    gas_fallback: Value | None = None
     for ref, val in values.items():
-        m = _ELECTRICITY_RE.match(ref)
-        if m is None:
+        kind = _kind(ref)
+        if kind is None:
             continue
-        spec = _BY_CDE.get(m.group(1))
-        if spec is None or isinstance(val.value, str) or val.value is None:
+        v = val.value
+        if isinstance(v, str) or v is None:
             continue
-        converted = convert(val.value, val.unit, spec.unit)
-        if converted is not None and spec.name not in fields:
-            fields[spec.name] = converted
+        if isinstance(kind, FieldSpec):
+            if kind.name not in fields:
+                unit = val.unit
+                if unit is None or unit == kind.unit:
+                    fields[kind.name] = float(v)
+                else:
+                    converted = convert(v, unit, kind.unit)
+                    if converted is not None:
+                        fields[kind.name] = converted
+        elif gas is None:
+            dtype = values.get(kind + "24.1.0")
+            if dtype is not None:
+                if _as_int(dtype.value) == GAS_DEVICE_TYPE:
+                    gas = val
+            elif gas_fallback is None and (val.unit or "").lower() == "m3":
+                gas_fallback = val
     if "total_consumption" not in fields and "total_consumption_day" in fields:
         fields["total_consumption"] = fields["total_consumption_day"] + fields.get(
             "total_consumption_night", 0.0
@@ -113,27 +151,12 @@ def named_fields(values: Mapping[str, Value]) -> tuple[dict[str, float], datetim
         fields["total_injection"] = fields["total_injection_day"] + fields.get(
             "total_injection_night", 0.0
         )
+    gas = gas or gas_fallback
     gas_time = None
-    gas = _gas_value(values)
     if gas is not None:
         fields[GAS_FIELD.name] = float(gas.value)  # type: ignore[arg-type]
         gas_time = gas.timestamp
     return fields, gas_time
-
-
-def _gas_value(values: Mapping[str, Value]) -> Value | None:
-    """The M-Bus channel value that is gas: device type 3, or else the first one in m3."""
-    fallback = None
-    for ref, val in values.items():
-        m = _MBUS_VALUE_RE.match(ref)
-        if m is None or not isinstance(val.value, (int, float)):
-            continue
-        dtype = values.get(f"0-{m.group(1)}:24.1.0")
-        if dtype is not None and _as_int(dtype.value) == GAS_DEVICE_TYPE:
-            return val
-        if dtype is None and fallback is None and (val.unit or "").lower() == "m3":
-            fallback = val
-    return fallback
 
 
 def _as_int(value: object) -> int | None:

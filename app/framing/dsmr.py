@@ -4,8 +4,8 @@
     CR LF
     1-0:1.8.1(000301.548*kWh) CR LF
     ...
-    !C4B0 CR LF                 end: '!' + 1..4 hex digits of CRC-16/ARC over '/'..'!'
-                                (DSMR 2.2/3 and D0: '!' CR LF, no CRC)
+    !C4B0 CR LF                 end: '!' at the start of a line + 1..4 upper-case hex digits
+                                of CRC-16/ARC over '/'..'!' (DSMR 2.2/3 and D0: '!' CR LF, no CRC)
 
 The framer copes with starting mid-telegram, garbage between telegrams, telegrams split over
 any number of reads and a missing end (a new '/' line before '!', or the size cap).
@@ -13,19 +13,23 @@ any number of reads and a missing end (a new '/' line before '!', or the size ca
 
 from __future__ import annotations
 
+import re
+
 import crcmod.predefined
 
 from app.framing import Frame
 
 crc16_arc = crcmod.predefined.mkPredefinedCrcFun("crc-16")  # poly 0x8005 reflected, init 0
-_HEX = frozenset(b"0123456789ABCDEFabcdef")
+_HEX = frozenset(b"0123456789ABCDEF")  # meters send upper case
+# A new header: '/' at a line start, or '/' + a three-letter manufacturer id anywhere.
+_HEADER_RE = re.compile(rb"(?<=[\r\n])/|/[A-Z][A-Za-z]{2}")
 _MAX_TAIL = 8  # bytes allowed between '!' and LF: up to 4 hex digits, CR, some slack
 
 
 def check_crc(telegram: bytes) -> tuple[bool | None, str, str]:
     """(crc_ok, calculated, received) for a complete telegram; crc_ok None when it has no CRC."""
-    bang = telegram.rfind(b"!")
-    if bang < 0:
+    bang = telegram.rfind(b"\n!") + 1
+    if bang <= 0:
         return False, "", ""
     digits = telegram[bang + 1 :]
     digits = digits[:-2] if digits.endswith(b"\r\n") else digits[:-1] if digits.endswith(b"\n") else digits
@@ -61,12 +65,14 @@ class DsmrFramer:
                 del buf[:start]
                 self._scan = max(0, self._scan - start)
             scan = max(self._scan, 1)
-            bang = buf.find(b"!", scan)
-            restart = buf.find(b"\n/", scan - 1 if scan > 1 else 1, bang if bang >= 0 else len(buf))
-            if restart >= 0:
-                frames.append(Frame("dsmr", bytes(buf[: restart + 1]), False,
-                                    "truncated telegram: a new '/' header came before '!'", "dsmr"))
-                del buf[: restart + 1]
+            eol_bang = buf.find(b"\n!", scan - 1)  # the end mark starts a line
+            bang = eol_bang + 1 if eol_bang >= 0 else -1
+            m = _HEADER_RE.search(buf, max(1, scan - 4), bang if bang >= 0 else len(buf))
+            if m is not None:
+                restart = m.start()
+                frames.append(Frame("dsmr", bytes(buf[:restart]), False,
+                                    "truncated telegram: a new header came before '!'", "dsmr"))
+                del buf[:restart]
                 self._scan = 0
                 continue
             if bang < 0:
@@ -83,11 +89,14 @@ class DsmrFramer:
                 if len(buf) - bang <= _MAX_TAIL:
                     self._scan = bang  # wait for the rest of the CRC line
                     break
-                lf = bang + _MAX_TAIL  # no LF after '!': a malformed end
-                frames.append(self._finish(bytes(buf[:lf]), malformed=True))
+                # No LF after '!': a malformed end. Cut before a following header, if any.
+                slash = buf.find(b"/", bang + 1, bang + 1 + _MAX_TAIL)
+                cut = slash if slash >= 0 else bang + _MAX_TAIL
+                frames.append(self._finish(bytes(buf[:cut]), malformed=True))
+                del buf[:cut]
             else:
                 frames.append(self._finish(bytes(buf[: lf + 1])))
-            del buf[: lf + 1]
+                del buf[: lf + 1]
             self._scan = 0
         return frames
 

@@ -25,8 +25,10 @@ from app.obis import named_fields, normalize
 from app.records import Reading, Value
 
 _LINE_RE = re.compile(r"^(\d{1,3}-\d{1,3}:\d{1,3}\.\d{1,3}\.\d{1,3}(?:\*\d{1,3})?)((?:\([^()\r\n]*\))+)\s*$")
+_LINE_ITER_RE = re.compile(
+    r"^(\d{1,3}-\d{1,3}:\d{1,3}\.\d{1,3}\.\d{1,3}(?:\*\d{1,3})?)((?:\([^()\r\n]*\))+)[ \t\r]*$", re.M
+)
 _GROUP_RE = re.compile(r"\(([^()]*)\)")
-_NUMBER_RE = re.compile(r"^[-+]?\d+(\.\d+)?$")
 _TS_RE = re.compile(r"^(\d{2})(\d{2})(\d{2})(\d{2})(\d{2})(\d{2})([WS]?)$")
 _HEX_TEXT_RE = re.compile(r"^(?:[0-9A-Fa-f]{2})+$")
 # C.D prefixes whose values are identifiers or text, never numbers (leading zeros matter).
@@ -64,9 +66,16 @@ def _fixed(local: datetime) -> datetime:
 
 
 def _number(text: str) -> float | int | None:
-    if not _NUMBER_RE.match(text):
+    """A plain decimal number (digits, optional sign and point), else None."""
+    if not text.isascii():
         return None
-    return float(text) if "." in text else int(text)
+    if text.isdigit():
+        return int(text)
+    body = text[1:] if text[:1] in ("-", "+") else text
+    whole, dot, frac = body.partition(".")
+    if whole.isdigit() and (not dot or frac.isdigit()):
+        return float(text) if dot else int(text)
+    return None
 
 
 def _hex_text(raw: str) -> str | None:
@@ -82,6 +91,53 @@ def _hex_text(raw: str) -> str | None:
 def _split(group: str) -> tuple[str, str | None]:
     text, star, unit = group.partition("*")
     return (text, unit) if star else (text, None)
+
+
+_REF_CACHE: dict[str, tuple[str, str]] = {}
+
+
+def _ref(raw: str) -> tuple[str, str]:
+    """(normalized OBIS reference, its C.D.E part), cached: references repeat in every telegram."""
+    hit = _REF_CACHE.get(raw)
+    if hit is None:
+        ref = normalize(raw)
+        hit = (ref, ref.split(":", 1)[1])
+        if len(_REF_CACHE) < 4096:
+            _REF_CACHE[raw] = hit
+    return hit
+
+
+def _single(ref: str, cde: str, group: str, tz: ZoneInfo) -> Value:
+    """The common case: one bracketed group."""
+    text, star, unit = group.partition("*")
+    if ref in _TS_REFS:
+        return Value(text, unit or None, parse_timestamp(text, tz))
+    if cde.startswith(_TEXT_CD):
+        return Value(text, unit if star else None, text=_hex_text(text))
+    num = _number(text)
+    return Value(text if num is None else num, unit if star else None)
+
+
+def _parse_lines_slow(body: str, values: dict[str, Value], tz: ZoneInfo) -> None:
+    """Line by line, for telegrams with continuation lines (the DSMR 2.2 gas value)."""
+    pending_ref: str | None = None
+    pending: list[tuple[str, str | None]] = []
+    for raw_line in body.split("\n")[1:]:
+        line = raw_line.rstrip("\r")
+        if not line:
+            continue
+        if line[0] == "(" and pending_ref is not None:
+            pending.extend(_split(g) for g in _GROUP_RE.findall(line))
+            continue
+        m = _LINE_RE.match(line)
+        if m is None:
+            continue  # not an OBIS line (noise); kept out rather than guessed
+        if pending_ref is not None:
+            values[pending_ref] = _value(pending_ref, pending, tz)
+        pending_ref = _ref(m.group(1))[0]
+        pending = [_split(g) for g in _GROUP_RE.findall(m.group(2))]
+    if pending_ref is not None:
+        values[pending_ref] = _value(pending_ref, pending, tz)
 
 
 def _value(ref: str, groups: list[tuple[str, str | None]], tz: ZoneInfo) -> Value:
@@ -126,29 +182,20 @@ def parse_telegram(
     text = data.decode("latin-1")
     if not text.startswith("/"):
         raise ParseError("telegram does not start with '/'")
-    lines = text.split("\n")
-    header = lines[0].rstrip("\r")[1:]
+    header = text[1 : text.find("\n")].rstrip("\r") if "\n" in text else text[1:]
+    end = text.rfind("\n!")
+    body = text if end < 0 else text[: end + 1]
     values: dict[str, Value] = {}
-    pending_ref: str | None = None
-    pending: list[tuple[str, str | None]] = []
-    for raw_line in lines[1:]:
-        line = raw_line.rstrip("\r")
-        if not line:
-            continue
-        if line[0] == "(" and pending_ref is not None:  # continuation line (DSMR 2.2 gas)
-            pending.extend(_split(g) for g in _GROUP_RE.findall(line))
-            continue
-        if line[0] == "!":
-            break
-        m = _LINE_RE.match(line)
-        if m is None:
-            continue  # not an OBIS line (noise); kept out rather than guessed
-        if pending_ref is not None:
-            values[pending_ref] = _value(pending_ref, pending, tz)
-        pending_ref = normalize(m.group(1))
-        pending = [_split(g) for g in _GROUP_RE.findall(m.group(2))]
-    if pending_ref is not None:
-        values[pending_ref] = _value(pending_ref, pending, tz)
+    if "\n(" in body:
+        _parse_lines_slow(body, values, tz)
+    else:
+        for m in _LINE_ITER_RE.finditer(body):
+            raw_ref, content = m.groups()
+            ref, cde = _ref(raw_ref)
+            if content.count("(") == 1:
+                values[ref] = _single(ref, cde, content[1:-1], tz)
+            else:
+                values[ref] = _value(ref, [_split(g) for g in _GROUP_RE.findall(content)], tz)
     if not values:
         raise ParseError(f"telegram {header!r} holds no OBIS lines")
     ts_value = values.get("0-0:1.0.0")
