@@ -289,7 +289,7 @@ class _Section:
         except ValueError as exc:
             raise self.error(key, raw, str(exc) or "invalid value") from None
 
-    def str(self, key: str, default: str, env: str | None = None) -> str:
+    def text(self, key: str, default: str, env: str | None = None) -> str:
         return self.get(key, default, lambda s: s, env)
 
     def choice(self, key: str, default: str, options: tuple[str, ...]) -> str:
@@ -300,7 +300,7 @@ class _Section:
 
         return self.get(key, default, conv)
 
-    def int(self, key: str, default: int, lo: int | None = None, hi: int | None = None) -> int:
+    def integer(self, key: str, default: int, lo: int | None = None, hi: int | None = None) -> int:
         def conv(s: str) -> int:
             try:
                 v = int(s)
@@ -311,7 +311,7 @@ class _Section:
 
         return self.get(key, default, conv)
 
-    def float(self, key: str, default: float, lo: float | None = None, hi: float | None = None) -> float:
+    def number(self, key: str, default: float, lo: float | None = None, hi: float | None = None) -> float:
         def conv(s: str) -> float:
             try:
                 v = float(s)
@@ -322,7 +322,7 @@ class _Section:
 
         return self.get(key, default, conv)
 
-    def bool(self, key: str, default: bool) -> bool:
+    def flag(self, key: str, default: bool) -> bool:
         return self.get(key, default, parse_bool)
 
     def duration(self, key: str, default: float, lo: float = 0.0, hi: float | None = None) -> float:
@@ -456,14 +456,14 @@ def _meter(sec: _Section) -> MeterConfig:
         baudrate=sec.get("baudrate", "115200", _baudrate),
         serial_format=sec.get("serial_format", "8N1", _serial_format),
         timezone=sec.get("timezone", "Europe/Brussels", _timezone),
-        replay_speed=sec.float("replay_speed", 0.0, lo=0.0, hi=10000.0),
+        replay_speed=sec.number("replay_speed", 0.0, lo=0.0, hi=10000.0),
         key=key,
         auth_key=sec.get("auth_key", default_auth, parse_hex_key, env="SMARTMETER_AUTH_KEY"),
         profile=profile,
-        queue_size=sec.int("queue_size", 1000, lo=1, hi=1_000_000),
+        queue_size=sec.integer("queue_size", 1000, lo=1, hi=1_000_000),
         reconnect_max=sec.duration("reconnect_max", 30.0, lo=0.1, hi=3600.0),
         read_timeout=sec.duration("read_timeout", 0.2, lo=0.01, hi=10.0),
-        max_frame=sec.int("max_frame", 16384, lo=256, hi=1 << 20),
+        max_frame=sec.integer("max_frame", 16384, lo=256, hi=1 << 20),
     )
 
 
@@ -471,7 +471,7 @@ def _control(sec: _Section) -> ControlConfig:
     return ControlConfig(
         settle=sec.duration("settle", 15.0),
         stale_after=sec.duration("stale_after", 30.0, lo=1.0),
-        dry_run=sec.bool("dry_run", False),
+        dry_run=sec.flag("dry_run", False),
     )
 
 
@@ -480,7 +480,7 @@ def _relay(sec: _Section, name: str) -> RelayConfig:
         raise ConfigError(
             f"[{sec.name}]: relay name {name!r} may only hold letters, digits, _ and -", sec.name
         )
-    pin = sec.str("pin", "")
+    pin = sec.text("pin", "")
     if not pin:
         raise ConfigError(f"[{sec.name}] pin: missing (e.g. pin = GPIO17)", sec.name, "pin")
     on_when = sec.get("on_when", None, _condition)
@@ -494,9 +494,9 @@ def _relay(sec: _Section, name: str) -> RelayConfig:
     return RelayConfig(
         name=name,
         pin=pin,
-        active_high=sec.bool("active_high", True),
+        active_high=sec.flag("active_high", True),
         safe_state=sec.get("safe_state", False, _on_off),
-        priority=sec.int("priority", 1, lo=0, hi=1000),
+        priority=sec.integer("priority", 1, lo=0, hi=1000),
         on_when=on_when,
         off_when=off_when,
         min_on=sec.duration("min_on", 0.0),
@@ -517,7 +517,7 @@ def _on_off(s: str) -> bool:
 
 def _csv(sec: _Section) -> CsvConfig:
     cfg = CsvConfig(
-        enabled=sec.bool("enabled", False),
+        enabled=sec.flag("enabled", False),
         directory=sec.get("directory", CsvConfig.directory, _non_empty),
         interval=sec.duration("interval", 60.0, hi=86400.0),
         delimiter=sec.get("delimiter", ",", _single_char),
@@ -541,18 +541,18 @@ def _decimal(s: str) -> str:
 
 def _influx(sec: _Section) -> InfluxConfig:
     cfg = InfluxConfig(
-        enabled=sec.bool("enabled", False),
+        enabled=sec.flag("enabled", False),
         url=sec.get("url", InfluxConfig.url, _url),
         api=sec.choice("api", "v2", ("v1", "v2")),
-        token=sec.str("token", "", env="INFLUXDB_TOKEN"),
-        org=sec.str("org", ""),
-        bucket=sec.str("bucket", "smartmeter"),
-        database=sec.str("database", "smartmeter"),
-        username=sec.str("username", ""),
-        password=sec.str("password", "", env="INFLUXDB_PASSWORD"),
-        retention_policy=sec.str("retention_policy", ""),
+        token=sec.text("token", "", env="INFLUXDB_TOKEN"),
+        org=sec.text("org", ""),
+        bucket=sec.text("bucket", "smartmeter"),
+        database=sec.text("database", "smartmeter"),
+        username=sec.text("username", ""),
+        password=sec.text("password", "", env="INFLUXDB_PASSWORD"),
+        retention_policy=sec.text("retention_policy", ""),
         measurement=sec.get("measurement", "smartmeter", _non_empty),
-        batch_size=sec.int("batch_size", 500, lo=1, hi=100_000),
+        batch_size=sec.integer("batch_size", 500, lo=1, hi=100_000),
         flush_interval=sec.duration("flush_interval", 10.0, lo=0.1, hi=3600.0),
         timeout=sec.duration("timeout", 10.0, lo=0.1, hi=600.0),
         spool_dir=sec.get("spool_dir", InfluxConfig.spool_dir, _non_empty),
@@ -571,22 +571,22 @@ def _positive_size(s: str) -> int:
 
 def _mqtt(sec: _Section) -> MqttConfig:
     cfg = MqttConfig(
-        enabled=sec.bool("enabled", False),
+        enabled=sec.flag("enabled", False),
         host=sec.get("host", "localhost", _non_empty),
-        port=sec.int("port", 1883, lo=1, hi=65535),
-        username=sec.str("username", ""),
-        password=sec.str("password", "", env="MQTT_PASSWORD"),
-        tls=sec.bool("tls", False),
-        ca_file=sec.str("ca_file", ""),
-        cert_file=sec.str("cert_file", ""),
-        key_file=sec.str("key_file", ""),
-        client_id=sec.str("client_id", ""),
+        port=sec.integer("port", 1883, lo=1, hi=65535),
+        username=sec.text("username", ""),
+        password=sec.text("password", "", env="MQTT_PASSWORD"),
+        tls=sec.flag("tls", False),
+        ca_file=sec.text("ca_file", ""),
+        cert_file=sec.text("cert_file", ""),
+        key_file=sec.text("key_file", ""),
+        client_id=sec.text("client_id", ""),
         prefix=sec.get("prefix", "smartmeter", _topic_prefix),
         publish_interval=sec.duration("publish_interval", 0.0, hi=86400.0),
-        retain=sec.bool("retain", False),
-        qos=sec.int("qos", 0, lo=0, hi=2),
-        state_qos=sec.int("state_qos", 1, lo=0, hi=2),
-        discovery=sec.bool("discovery", True),
+        retain=sec.flag("retain", False),
+        qos=sec.integer("qos", 0, lo=0, hi=2),
+        state_qos=sec.integer("state_qos", 1, lo=0, hi=2),
+        discovery=sec.flag("discovery", True),
         discovery_prefix=sec.get("discovery_prefix", "homeassistant", _topic_prefix),
         keepalive=sec.duration("keepalive", 60.0, lo=5.0, hi=3600.0),
         reconnect_max=sec.duration("reconnect_max", 60.0, lo=1.0, hi=3600.0),
@@ -607,7 +607,7 @@ def _topic_prefix(s: str) -> str:
 
 def _translate(sec: _Section) -> TranslateConfig:
     return TranslateConfig(
-        enabled=sec.bool("enabled", False),
+        enabled=sec.flag("enabled", False),
         datacollector_topics=sec.get(
             "datacollector_topics", TranslateConfig.datacollector_topics, _topics
         ),
@@ -677,6 +677,9 @@ def from_parser(
     for name, builder in _SECTIONS.items():
         if name not in built:
             built[name] = builder(_Section(name, {}))
+    if built["mqtt_translate"].enabled and not built["mqtt"].enabled:
+        raise ConfigError("[mqtt_translate] enabled = 'yes': needs [mqtt] enabled = yes (it uses that broker)",
+                          "mqtt_translate", "enabled")
     pins = [r.pin for r in relays]
     for r in relays:
         if pins.count(r.pin) > 1:

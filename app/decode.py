@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from app.config import Config
@@ -57,7 +57,7 @@ def decode_file(path: str, cfg: Config) -> int:
             print(f"frame {n}: rejected: {frame.reason}", file=sys.stderr)
             continue
         try:
-            reading = decoder.decode(frame, datetime.now(timezone.utc), n)
+            reading = decoder.decode(frame, datetime.now(UTC), n)
         except ProtocolError as exc:
             print(f"frame {n}: rejected: {exc}", file=sys.stderr)
             continue

@@ -32,7 +32,7 @@ timezone = Europe/Brussels
 
 [control]
 settle = 4 min
-stale_after = 30 s
+stale_after = 5 min          ; longer than the 144 s between simulated telegrams
 
 [relay:boiler]
 pin = GPIO17
@@ -95,7 +95,8 @@ def main(seconds: float = 60.0, step_s: float = 144.0, out_dir: str = "demo-data
         code = proc.wait(timeout=10)
     os.close(master)
     os.close(slave)
-    switches = [line.split(": ", 1)[1] for line in log_path.read_text().splitlines() if "relay " in line and " -> " in line]
+    switches = [line.split(": ", 1)[1] for line in log_path.read_text().splitlines()
+                if "relay " in line and " -> " in line]
     files = sorted((out / "csv").glob("*.csv"))
     rows = sum(max(0, len(f.read_text().splitlines()) - 1) for f in files)
     print(f"demo: sent {count} telegrams (one simulated day), appliance exit code {code}")

@@ -161,6 +161,6 @@ def named_fields(values: Mapping[str, Value]) -> tuple[dict[str, float], datetim
 
 def _as_int(value: object) -> int | None:
     try:
-        return int(value)  # type: ignore[call-overload, no-any-return]
+        return int(value)  # type: ignore[call-overload]
     except (TypeError, ValueError):
         return None

@@ -15,7 +15,7 @@ import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from multiprocessing.synchronize import Event
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -27,7 +27,7 @@ from app.framing import Frame, Framer
 from app.framing.dsmr import DsmrFramer
 from app.protocols import Decoder
 from app.protocols.dsmr import DsmrDecoder
-from app.records import Reading, ReaderStatus
+from app.records import ReaderStatus, Reading
 from app.transport.source import AUTO_CANDIDATES, ByteSource, ReplaySource, SerialSource, SourceError
 
 log = logging.getLogger("app.reader")
@@ -125,7 +125,7 @@ class Reader:
                 self._reject(frame.reason, "crc" if "CRC" in frame.reason or "FCS" in frame.reason
                              or "HCS" in frame.reason or "checksum" in frame.reason else "frame")
                 continue
-            received = datetime.now(timezone.utc)
+            received = datetime.now(UTC)
             try:
                 reading = self.decoder.decode(frame, received, self.seq + 1)
             except ChecksumError as exc:

@@ -117,10 +117,12 @@ class SimulatedMeter:
             f"1-0:1.7.0({imp_w / 1000:06.3f}*kW)",
             f"1-0:2.7.0({exp_w / 1000:06.3f}*kW)",
         ]
-        lines += [f"1-0:{c}.7.0({imp_w * p / total / 1000:06.3f}*kW)" for c, p in zip((21, 41, 61), phases)]
-        lines += [f"1-0:{c}.7.0({exp_w * p / total / 1000:06.3f}*kW)" for c, p in zip((22, 42, 62), phases)]
-        lines += [f"1-0:{c}.7.0({v:05.1f}*V)" for c, v in zip((32, 52, 72), volts)]
-        lines += [f"1-0:{c}.7.0({abs(net) * p / total / v:06.2f}*A)" for c, p, v in zip((31, 51, 71), phases, volts)]
+        share = [p / total for p in phases]
+        lines += [f"1-0:{c}.7.0({imp_w * f / 1000:06.3f}*kW)" for c, f in zip((21, 41, 61), share, strict=True)]
+        lines += [f"1-0:{c}.7.0({exp_w * f / 1000:06.3f}*kW)" for c, f in zip((22, 42, 62), share, strict=True)]
+        lines += [f"1-0:{c}.7.0({v:05.1f}*V)" for c, v in zip((32, 52, 72), volts, strict=True)]
+        lines += [f"1-0:{c}.7.0({abs(net) * f / v:06.2f}*A)"
+                  for c, f, v in zip((31, 51, 71), share, volts, strict=True)]
         lines += [
             "0-0:96.3.10(1)",
             "0-0:17.0.0(999.9*kW)",

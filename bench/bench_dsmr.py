@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -38,7 +38,7 @@ def run(quick: bool = False) -> str:
 
     rounds = 5 if quick else 25
     tz = ZoneInfo("Europe/Brussels")
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     rows = ["Best of interleaved batches of 200 telegrams.", "",
             "| telegram | ours (telegrams/s) | dsmr_parser 1.4.2 (telegrams/s) | ratio |", "|---|---:|---:|---:|"]
     ratios = []

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import resource
 import signal
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -65,7 +65,7 @@ def test_restart_appends_without_second_header_and_repairs_torn_row(tmp_path: Pa
 
 def test_excel_format_and_day_files_by_local_date(tmp_path: Path) -> None:
     s = _sink(tmp_path, interval=0.0, delimiter=";", decimal=",")
-    late = datetime(2026, 6, 21, 21, 59, 59, tzinfo=timezone.utc)  # 23:59:59 local
+    late = datetime(2026, 6, 21, 21, 59, 59, tzinfo=UTC)  # 23:59:59 local
     s.write(_reading(late, l1_voltage=230.25), {"boiler": False})
     s.write(_reading(late + timedelta(seconds=2), l1_voltage=229.5), {"boiler": False})
     s.close()
@@ -76,7 +76,7 @@ def test_excel_format_and_day_files_by_local_date(tmp_path: Path) -> None:
 
 def test_dst_change_keeps_one_day_file_in_order(tmp_path: Path) -> None:
     s = _sink(tmp_path, interval=3600.0)
-    t = datetime(2026, 10, 24, 22, 0, tzinfo=timezone.utc)  # 00:00 CEST on the 25th, the long day
+    t = datetime(2026, 10, 24, 22, 0, tzinfo=UTC)  # 00:00 CEST on the 25th, the long day
     for i in range(26 * 4):
         s.write(_reading(t + timedelta(minutes=15 * i), actual_total_consumption=1.0), {})
     s.close()

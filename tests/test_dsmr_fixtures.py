@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -51,7 +51,7 @@ def test_fixture_decodes_to_manifest(entry: dict[str, Any]) -> None:
     good = [f for f in frames if f.ok]
     assert good, [f.reason for f in frames]
     assert good[0].crc_ok == entry["crc_ok"]
-    reading = DsmrDecoder(TZ).decode(good[0], datetime.now(timezone.utc), 1)
+    reading = DsmrDecoder(TZ).decode(good[0], datetime.now(UTC), 1)
     assert reading.header == entry["header"].lstrip("/")
     assert reading.crc_ok == entry["crc_ok"]
     _check(reading, entry["expected"])
@@ -62,7 +62,7 @@ def test_fixture_decodes_to_manifest(entry: dict[str, Any]) -> None:
 
 def test_named_fields_fluvius() -> None:
     frame = _frames("fluvius_be_p1v50217_1.txt")[0]
-    r = DsmrDecoder(TZ).decode(frame, datetime.now(timezone.utc), 1)
+    r = DsmrDecoder(TZ).decode(frame, datetime.now(UTC), 1)
     assert r.meter_id == "1SAG3100721326"
     assert r.meter_time == datetime(2023, 11, 2, 12, 15, 48, tzinfo=TZ)
     f = r.fields
@@ -78,7 +78,7 @@ def test_named_fields_fluvius() -> None:
 
 def test_dsmr22_gas_on_next_line() -> None:
     frame = _frames("iskra_mt382_dsmr2.2_1.txt")[0]
-    r = DsmrDecoder(TZ).decode(frame, datetime(2021, 11, 22, 21, 0, 5, tzinfo=timezone.utc), 1)
+    r = DsmrDecoder(TZ).decode(frame, datetime(2021, 11, 22, 21, 0, 5, tzinfo=UTC), 1)
     assert r.crc_ok is None and r.meter_time is None
     assert r.time == r.received  # no meter clock: receive time
     assert r.fields["total_gas_consumption"] == 13368.864
@@ -86,8 +86,8 @@ def test_dsmr22_gas_on_next_line() -> None:
 
 
 def test_summer_and_winter_flags_in_the_repeated_hour() -> None:
-    s = parse_telegram(b"/X\r\n\r\n0-0:1.0.0(231029023000S)\r\n!\r\n", datetime.now(timezone.utc), TZ)
-    w = parse_telegram(b"/X\r\n\r\n0-0:1.0.0(231029023000W)\r\n!\r\n", datetime.now(timezone.utc), TZ)
+    s = parse_telegram(b"/X\r\n\r\n0-0:1.0.0(231029023000S)\r\n!\r\n", datetime.now(UTC), TZ)
+    w = parse_telegram(b"/X\r\n\r\n0-0:1.0.0(231029023000W)\r\n!\r\n", datetime.now(UTC), TZ)
     assert s.meter_time is not None and w.meter_time is not None
     assert (w.meter_time - s.meter_time).total_seconds() == 3600
     assert s.meter_time.utcoffset().total_seconds() == 7200  # type: ignore[union-attr]
@@ -100,13 +100,13 @@ def test_non_ascii_bytes_never_raise() -> None:
     tele = body + f"{crc16_arc(body):04X}\r\n".encode()
     frames = DsmrFramer().feed(tele)
     assert frames[0].ok
-    r = DsmrDecoder(TZ).decode(frames[0], datetime.now(timezone.utc))
+    r = DsmrDecoder(TZ).decode(frames[0], datetime.now(UTC))
     assert r.values["0-0:96.13.0"].value == "\xb3\xff"
     assert r.fields["total_consumption_day"] == 1.0
 
 
 def test_unknown_obis_lines_are_kept() -> None:
-    r = parse_telegram(b"/X\r\n\r\n7-7:99.99.99(abc*zz)\r\n!\r\n", datetime.now(timezone.utc), TZ)
+    r = parse_telegram(b"/X\r\n\r\n7-7:99.99.99(abc*zz)\r\n!\r\n", datetime.now(UTC), TZ)
     assert r.values["7-7:99.99.99"] == Value("abc", "zz")
 
 

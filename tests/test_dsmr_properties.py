@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 from hypothesis import given, settings
@@ -49,7 +49,7 @@ def test_framer_never_raises_on_garbage(data: bytes, cuts: list[int]) -> None:
 @given(st.binary(max_size=2000))
 def test_parser_never_raises_anything_but_protocol_errors(data: bytes) -> None:
     try:
-        parse_telegram(b"/" + data, datetime.now(timezone.utc), TZ)
+        parse_telegram(b"/" + data, datetime.now(UTC), TZ)
     except ProtocolError:
         pass
 

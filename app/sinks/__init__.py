@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import datetime
 
-from app.records import Reading, ReaderStatus
+from app.records import ReaderStatus, Reading
 
 
 class Sink:

@@ -1,0 +1,372 @@
+"""Relay policy: readings + state + meter time -> switch decisions (pure: no pins, no clocks).
+
+Every duration is measured on the readings' meter time (`Reading.time`), so a replay at any
+speed decides exactly as live. For every reading, in order:
+
+    1. runs      each condition whose value is true starts a run (unless one is going), a false
+                 one ends it; a condition is *held* when its run has lasted >= its duration.
+                 A gap in meter time > stale_after ends every run and puts relays in the safe state.
+    2. settle    nothing switches while (now - last switch of any relay) < settle.
+    3. one       at most one relay switches:
+                 OFF first: on, off_when held (or outside hours), on for >= min_on -> highest
+                 priority number; else ON: off, on_when held, inside hours, off for >= min_off,
+                 max_switches not reached -> lowest priority number. Ties: config order.
+    4. start     every relay starts in its safe state, which counts as a switch at the first
+                 reading's time for min_on/min_off (not for settle).
+
+`force_safe` (stale data by wall clock, shutdown, reader died) puts every relay in its safe state
+at once, whatever min_on/min_off say; control resumes at the next reading as after a start.
+Manual overrides (ON/OFF) hold a relay until AUTO; they switch at once and count as switches.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, tzinfo
+
+from app.config import ControlConfig, RelayConfig
+from app.control.conditions import Condition
+from app.control.quantities import quantities
+from app.records import Reading
+
+MODES = ("ON", "OFF", "AUTO")
+
+
+@dataclass(frozen=True, slots=True)
+class SwitchEvent:
+    """One relay switch: new state, when (meter time for reading-driven switches), and why.
+
+    `kind` is "start" (initial safe state), "auto" (a rule), "safe" (stale data, a gap in meter
+    time, shutdown) or "override" (manual ON/OFF).
+    """
+
+    name: str
+    state: bool
+    at: datetime
+    reason: str
+    kind: str = "auto"
+
+    def __str__(self) -> str:
+        """`relay boiler -> on (export 2500 W > 1500 W for 60 s)`."""
+        return f"relay {self.name} -> {'on' if self.state else 'off'} ({self.reason})"
+
+
+@dataclass(slots=True)
+class _Mean:
+    """Samples of one quantity over the last `window_s` of meter time."""
+
+    window_s: float
+    samples: deque[tuple[datetime, float]] = field(default_factory=deque)
+    since: datetime | None = None  # first reading since start or the last gap
+
+    def reset(self) -> None:
+        self.samples.clear()
+        self.since = None
+
+    def update(self, t: datetime, value: float | None) -> float | None:
+        """Add this reading's value; the mean once the history covers the window, else None."""
+        if self.since is None:
+            self.since = t
+        if value is not None:
+            self.samples.append((t, value))
+        limit = t - timedelta(seconds=self.window_s)
+        while self.samples and self.samples[0][0] <= limit:
+            self.samples.popleft()
+        if not self.samples or (t - self.since).total_seconds() < self.window_s:
+            return None
+        return sum(v for _, v in self.samples) / len(self.samples)
+
+
+@dataclass(slots=True)
+class _Cond:
+    """A condition and its run."""
+
+    cond: Condition
+    mean: _Mean | None
+    run: datetime | None = None
+    value: float | None = None
+    true: bool = False
+
+    def update(self, t: datetime, q: dict[str, float]) -> None:
+        raw = q.get(self.cond.quantity)
+        self.value = raw if self.mean is None else self.mean.update(t, raw)
+        self.true = self.value is not None and self.cond.test(self.value)
+        if not self.true:
+            self.run = None
+        elif self.run is None:
+            self.run = t
+
+    def held(self, t: datetime) -> bool:
+        return self.run is not None and (t - self.run).total_seconds() >= self.cond.duration_s
+
+    def end(self) -> None:
+        self.run = None
+        self.true = False
+        if self.mean is not None:
+            self.mean.reset()
+
+
+@dataclass(slots=True)
+class _Relay:
+    """One relay's rules and state."""
+
+    cfg: RelayConfig
+    index: int
+    state: bool
+    on: _Cond
+    off: _Cond | None
+    switched_at: datetime | None = None  # None: counts as switched at the next reading
+    ons: deque[datetime] = field(default_factory=deque)  # switch-on times for max_switches
+    mode: str = "AUTO"
+
+    def end_runs(self) -> None:
+        self.on.end()
+        if self.off is not None:
+            self.off.end()
+
+
+def _cond(c: Condition) -> _Cond:
+    return _Cond(c, None if c.mean_window_s is None else _Mean(c.mean_window_s))
+
+
+def _since(t: datetime, then: datetime | None) -> float:
+    return float("inf") if then is None else (t - then).total_seconds()
+
+
+def _hhmm(r: RelayConfig) -> str:
+    assert r.hours is not None
+    a, b = r.hours
+    end = "24:00" if (b.hour, b.minute, b.second) == (23, 59, 59) else f"{b:%H:%M}"
+    return f"{a:%H:%M}-{end}"
+
+
+class Policy:
+    """The relay rules of one appliance, fed one reading at a time."""
+
+    def __init__(
+        self, control: ControlConfig, relays: tuple[RelayConfig, ...], tz: tzinfo | None = None
+    ) -> None:
+        """`tz`: the meter's time zone for `hours` (None: each reading time's own zone)."""
+        self.control = control
+        self.tz = tz
+        self._relays: list[_Relay] = []
+        self._by_name: dict[str, _Relay] = {}
+        for i, cfg in enumerate(relays):
+            if cfg.on_when is None:
+                raise ValueError(f"relay {cfg.name!r} has no on_when")
+            r = _Relay(
+                cfg=cfg,
+                index=i,
+                state=cfg.safe_state,
+                on=_cond(cfg.on_when),
+                off=None if cfg.off_when is None else _cond(cfg.off_when),
+            )
+            self._relays.append(r)
+            self._by_name[cfg.name] = r
+        self._last_t: datetime | None = None
+        self._last_switch: datetime | None = None  # for settle
+        self._settle_pending = False  # an override before the first reading counts at that reading
+        self._forced = False  # in the safe state by force_safe until the next reading
+
+    # ------------------------------------------------------------ public API
+
+    @property
+    def states(self) -> dict[str, bool]:
+        """Current state per relay, in config order."""
+        return {r.cfg.name: r.state for r in self._relays}
+
+    @property
+    def modes(self) -> dict[str, str]:
+        """Override mode per relay (ON, OFF or AUTO), in config order."""
+        return {r.cfg.name: r.mode for r in self._relays}
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Relay names in config order."""
+        return tuple(r.cfg.name for r in self._relays)
+
+    def start(self, at: datetime) -> list[SwitchEvent]:
+        """Every relay to its safe state (counts at the first reading's time for min_on/min_off)."""
+        events = []
+        for r in self._relays:
+            r.state = r.cfg.safe_state
+            r.switched_at = None
+            r.end_runs()
+            events.append(SwitchEvent(r.cfg.name, r.state, at, "start: safe state", "start"))
+        return events
+
+    def feed(self, readings: Iterable[Reading]) -> list[SwitchEvent]:
+        """`step` over a batch of readings."""
+        events: list[SwitchEvent] = []
+        for reading in readings:
+            events.extend(self.step(reading))
+        return events
+
+    def step(self, reading: Reading) -> list[SwitchEvent]:
+        """The switches this reading causes (safe-state and override restores first, then at most one)."""
+        t = reading.time
+        events: list[SwitchEvent] = []
+        if self._last_t is not None:
+            gap_s = (t - self._last_t).total_seconds()
+            if gap_s < 0:
+                self._shift(t - self._last_t)
+            elif gap_s > self.control.stale_after and not self._forced:
+                events += self._gap(t, gap_s)
+        self._last_t = t
+        if self._forced:
+            self._forced = False
+            events += self._restore_overrides(t, "restored after safe state")
+        if self._settle_pending:
+            self._settle_pending = False
+            self._last_switch = t
+        q = quantities(reading)
+        for r in self._relays:
+            if r.switched_at is None:
+                r.switched_at = t
+            r.on.update(t, q)
+            if r.off is not None:
+                r.off.update(t, q)
+        if self._last_switch is not None and _since(t, self._last_switch) < self.control.settle:
+            return events
+        chosen = self._pick_off(t) or self._pick_on(t)
+        if chosen is not None:
+            r, state, reason = chosen
+            self._switch(r, state, t)
+            events.append(SwitchEvent(r.cfg.name, state, t, reason, "auto"))
+        return events
+
+    def force_safe(self, at: datetime, reason: str) -> list[SwitchEvent]:
+        """Every relay to its safe state at once (stale data, shutdown, reader died)."""
+        self._forced = True
+        events = []
+        for r in self._relays:
+            r.end_runs()
+            if r.state != r.cfg.safe_state:
+                r.state = r.cfg.safe_state
+                r.switched_at = None
+                events.append(SwitchEvent(r.cfg.name, r.state, at, reason, "safe"))
+        return events
+
+    def override(self, name: str, mode: str, at: datetime) -> list[SwitchEvent]:
+        """Manual mode ON / OFF (held until AUTO) or AUTO; ON/OFF switch at once unless forced safe."""
+        r = self._by_name.get(name)
+        if r is None:
+            raise ValueError(f"unknown relay {name!r} (known: {', '.join(self._by_name) or 'none'})")
+        mode = mode.strip().upper()
+        if mode not in MODES:
+            raise ValueError(f"unknown mode {mode!r} for relay {name!r} (use ON, OFF or AUTO)")
+        r.mode = mode
+        if mode == "AUTO" or self._forced:
+            return []
+        target = mode == "ON"
+        if r.state == target:
+            return []
+        self._override_switch(r, target, self._last_t)
+        return [SwitchEvent(name, target, at, f"manual override {mode}", "override")]
+
+    # ------------------------------------------------------------ internals
+
+    def _switch(self, r: _Relay, state: bool, t: datetime) -> None:
+        r.state = state
+        r.switched_at = t
+        self._last_switch = t
+        if state:
+            r.ons.append(t)
+
+    def _override_switch(self, r: _Relay, state: bool, t: datetime | None) -> None:
+        if t is None:  # before the first reading: counts at that reading
+            r.state = state
+            r.switched_at = None
+            self._settle_pending = True
+        else:
+            self._switch(r, state, t)
+
+    def _restore_overrides(self, t: datetime, why: str) -> list[SwitchEvent]:
+        events = []
+        for r in self._relays:
+            if r.mode != "AUTO" and r.state != (r.mode == "ON"):
+                self._switch(r, r.mode == "ON", t)
+                events.append(
+                    SwitchEvent(r.cfg.name, r.state, t, f"manual override {r.mode}, {why}", "override")
+                )
+        return events
+
+    def _gap(self, t: datetime, gap_s: float) -> list[SwitchEvent]:
+        limit_s = self.control.stale_after
+        reason = f"gap: no reading for {gap_s:.0f} s of meter time, stale_after is {limit_s:g} s"
+        events = []
+        for r in self._relays:
+            r.end_runs()
+            if r.mode == "AUTO" and r.state != r.cfg.safe_state:
+                r.state = r.cfg.safe_state
+                r.switched_at = t
+                events.append(SwitchEvent(r.cfg.name, r.state, t, reason, "safe"))
+        return events
+
+    def _shift(self, delta: timedelta) -> None:
+        """The meter clock went back: move every stored time so elapsed durations are kept."""
+        if self._last_switch is not None:
+            self._last_switch += delta
+        for r in self._relays:
+            r.end_runs()
+            if r.switched_at is not None:
+                r.switched_at += delta
+            r.ons = deque(x + delta for x in r.ons)
+
+    def _inside_hours(self, r: _Relay, t: datetime) -> bool:
+        if r.cfg.hours is None:
+            return True
+        local = t.astimezone(self.tz) if self.tz is not None and t.tzinfo is not None else t
+        tod = local.time()
+        start, end = r.cfg.hours
+        if start < end:
+            return start <= tod < end
+        return tod >= start or tod < end
+
+    def _off_reason(self, r: _Relay, t: datetime) -> str | None:
+        """Why relay `r` should be off now (its off condition held, or outside hours), else None."""
+        if r.off is not None:
+            if r.off.held(t):
+                return r.off.cond.describe(r.off.value)
+        elif not r.on.true:
+            return r.on.cond.describe(r.on.value, negated=True)
+        if not self._inside_hours(r, t):
+            return f"outside hours {_hhmm(r.cfg)}"
+        return None
+
+    def _pick_off(self, t: datetime) -> tuple[_Relay, bool, str] | None:
+        best: tuple[_Relay, str] | None = None
+        for r in self._relays:
+            if r.mode != "AUTO" or not r.state or _since(t, r.switched_at) < r.cfg.min_on:
+                continue
+            reason = self._off_reason(r, t)
+            if reason is not None and (best is None or r.cfg.priority > best[0].cfg.priority):
+                best = (r, reason)
+        return None if best is None else (best[0], False, best[1])
+
+    def _switch_on_allowed(self, r: _Relay, t: datetime) -> bool:
+        if r.cfg.max_switches is None:
+            return True
+        count, window_s = r.cfg.max_switches
+        limit = t - timedelta(seconds=window_s)
+        while r.ons and r.ons[0] <= limit:
+            r.ons.popleft()
+        return len(r.ons) < count
+
+    def _pick_on(self, t: datetime) -> tuple[_Relay, bool, str] | None:
+        best: _Relay | None = None
+        for r in self._relays:
+            if (
+                r.mode != "AUTO"
+                or r.state
+                or not r.on.held(t)
+                or _since(t, r.switched_at) < r.cfg.min_off
+                or not self._inside_hours(r, t)
+                or not self._switch_on_allowed(r, t)
+            ):
+                continue
+            if best is None or r.cfg.priority < best.cfg.priority:
+                best = r
+        return None if best is None else (best, True, best.on.cond.describe(best.on.value))
