@@ -3,17 +3,17 @@ replay, supervisor bringing a killed appliance back, bad input through the reade
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -144,7 +144,8 @@ def test_supervisor_brings_a_killed_appliance_back(tmp_path: Path) -> None:
                .replace("directory=/opt/smartmeter", f"directory={ROOT}")
                .replace("user=pi", f"user={os.environ.get('USER') or 'root'}")
                .replace("/var/log/supervisor/smartmeter.log", str(log))
-               .replace('environment=PYTHONUNBUFFERED="1"', 'environment=PYTHONUNBUFFERED="1",GPIOZERO_PIN_FACTORY="mock"'))
+               .replace('environment=PYTHONUNBUFFERED="1"',
+                        'environment=PYTHONUNBUFFERED="1",GPIOZERO_PIN_FACTORY="mock"'))
     if os.geteuid() != 0:
         program = "\n".join(x for x in program.splitlines() if not x.startswith("user="))
     sock = tmp_path / "supervisor.sock"
@@ -276,11 +277,12 @@ def test_meter_clock_jumps_keep_csv_and_control_sane(tmp_path: Path) -> None:
 
     cfg = config.loads(INI.format(source="/dev/null", protocol="dsmr", csv=tmp_path)
                        .replace("settle = 0 s", "settle = 10 s")
-                       .replace("off_when = export < 200 W", "off_when = export < 200 W\nmin_on = 1 min\nmin_off = 1 min"))
+                       .replace("off_when = export < 200 W",
+                                "off_when = export < 200 W\nmin_on = 1 min\nmin_off = 1 min"))
     sink = CsvSink(cfg.csv, BRUSSELS, ["boiler"])
     pp = PostProcessor(cfg, sinks=[sink], pin_factory=MockFactory())
     pp.start()
-    t = datetime(2026, 10, 25, 0, 50, tzinfo=timezone.utc)  # 02:50 CEST, ten minutes before the change
+    t = datetime(2026, 10, 25, 0, 50, tzinfo=UTC)  # 02:50 CEST, ten minutes before the change
     times = [t + timedelta(seconds=5 * i) for i in range(300)]
     times[150:] = [x - timedelta(days=400) for x in times[150:]]  # meter clock reset
     times[200:] = [x + timedelta(days=400) for x in times[200:]]  # and back
@@ -299,7 +301,7 @@ def test_meter_clock_jumps_keep_csv_and_control_sane(tmp_path: Path) -> None:
     assert "2026-10-25.csv" in files and "2025-09-20.csv" in files
     rows = sum(len(p.read_text().splitlines()) - 1 for p in tmp_path.glob("*.csv"))
     assert rows == 300
-    for (a, _), (b, _) in zip(switches, switches[1:], strict=False):
+    for (a, _), (b, _) in itertools.pairwise(switches):
         if abs((b - a).total_seconds()) < 86400:  # within one clock era
             assert (b - a).total_seconds() >= 60, switches
 
