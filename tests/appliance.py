@@ -59,9 +59,18 @@ class Appliance:
     def __init__(self, ini: Path, *args: str, env: dict[str, str] | None = None) -> None:
         self.log_path = ini.with_suffix(".log")
         self.log_fh = self.log_path.open("w")
-        full_env = dict(os.environ, GPIOZERO_PIN_FACTORY="mock", PYTHONUNBUFFERED="1", **(env or {}))
-        self.proc = subprocess.Popen([sys.executable, MAIN, "-c", str(ini), *args], stdout=self.log_fh,
-                                     stderr=subprocess.STDOUT, env=full_env, cwd=ROOT)
+        self.proc = subprocess.Popen([*self.command(ini), *args], stdout=self.log_fh,
+                                     stderr=subprocess.STDOUT, env=self.environment(env), cwd=ROOT)
+
+    @staticmethod
+    def command(ini: Path) -> list[str]:
+        """The command line that runs the appliance with this config."""
+        return [sys.executable, MAIN, "-c", str(ini)]
+
+    @staticmethod
+    def environment(extra: dict[str, str] | None = None) -> dict[str, str]:
+        """The environment: gpiozero's MockFactory for pins, unbuffered output."""
+        return dict(os.environ, GPIOZERO_PIN_FACTORY="mock", PYTHONUNBUFFERED="1", **(extra or {}))
 
     def log(self) -> str:
         """Everything logged so far."""
