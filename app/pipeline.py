@@ -267,6 +267,9 @@ def run(cfg: Config, q: multiprocessing.Queue[Any], stop_event: Event, reader_fa
                 break
             if isinstance(item, Reading):
                 pp.on_reading(item)
+            elif isinstance(item, list):  # a batch from a fast replay
+                for reading in item:
+                    pp.on_reading(reading)
             elif isinstance(item, ReaderStatus):
                 pp.on_status(item)
             now = time.monotonic()
@@ -301,5 +304,8 @@ def _drain(q: multiprocessing.Queue[Any], pp: PostProcessor, deadline: float) ->
             return
         if isinstance(item, Reading):
             pp.on_reading(item)
+        elif isinstance(item, list):
+            for reading in item:
+                pp.on_reading(reading)
         elif item is None:
             return

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 Number = float | int
 
@@ -50,6 +50,12 @@ class Reading:
     gas_time: datetime | None = None
     crc_ok: bool | None = None
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickle `values` as plain tuples: 2-3x cheaper across the queue than one NamedTuple each."""
+        packed = tuple((ref, *v) for ref, v in self.values.items())
+        return (_unpack_reading, (self.seq, self.protocol, self.meter_id, self.header, self.meter_time,
+                                  self.received, packed, self.fields, self.gas_time, self.crc_ok))
+
     @property
     def time(self) -> datetime:
         """Meter time where the meter sends one, else the receive time."""
@@ -61,6 +67,14 @@ class Reading:
         if self.meter_time is None:
             return None
         return (self.received - self.meter_time).total_seconds()
+
+
+def _unpack_reading(seq: int, protocol: str, meter_id: str, header: str, meter_time: datetime | None,
+                    received: datetime, packed: tuple[tuple[Any, ...], ...], fields: dict[str, float],
+                    gas_time: datetime | None, crc_ok: bool | None) -> Reading:
+    """The inverse of Reading.__reduce__."""
+    values = {t[0]: Value._make(t[1:]) for t in packed}
+    return Reading(seq, protocol, meter_id, header, meter_time, received, values, fields, gas_time, crc_ok)
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,7 +22,7 @@ from app.framing import Frame
 crc16_arc = crcmod.predefined.mkPredefinedCrcFun("crc-16")  # poly 0x8005 reflected, init 0
 _HEX = frozenset(b"0123456789ABCDEF")  # meters send upper case
 # A new header: '/' at a line start, or '/' + a three-letter manufacturer id anywhere.
-_HEADER_RE = re.compile(rb"(?<=[\r\n])/|/[A-Z][A-Za-z]{2}")
+_MANUFACTURER_RE = re.compile(rb"[A-Z][A-Za-z]{2}")
 _MAX_TAIL = 8  # bytes allowed between '!' and LF: up to 4 hex digits, CR, some slack
 
 
@@ -67,9 +67,8 @@ class DsmrFramer:
             scan = max(self._scan, 1)
             eol_bang = buf.find(b"\n!", scan - 1)  # the end mark starts a line
             bang = eol_bang + 1 if eol_bang >= 0 else -1
-            m = _HEADER_RE.search(buf, max(1, scan - 4), bang if bang >= 0 else len(buf))
-            if m is not None:
-                restart = m.start()
+            restart = self._new_header(buf, max(1, scan - 4), bang if bang >= 0 else len(buf))
+            if restart >= 0:
                 frames.append(Frame("dsmr", bytes(buf[:restart]), False,
                                     "truncated telegram: a new header came before '!'", "dsmr"))
                 del buf[:restart]
@@ -99,6 +98,16 @@ class DsmrFramer:
                 del buf[: lf + 1]
             self._scan = 0
         return frames
+
+    @staticmethod
+    def _new_header(buf: bytearray, start: int, end: int) -> int:
+        """Offset of a new telegram header in buf[start:end], or -1 (find() first: it is rare)."""
+        pos = buf.find(b"/", start, end)
+        while pos >= 0:
+            if (pos > 0 and buf[pos - 1] in (10, 13)) or _MANUFACTURER_RE.match(buf, pos + 1):
+                return pos
+            pos = buf.find(b"/", pos + 1, end)
+        return -1
 
     def flush(self) -> list[Frame]:
         """End of stream: an unfinished telegram is a bad frame (missing end)."""

@@ -60,9 +60,18 @@ def parse_timestamp(text: str, tz: ZoneInfo) -> datetime | None:
     return naive.replace(tzinfo=timezone(offset))
 
 
+_OFFSETS: dict[timedelta, timezone] = {}
+
+
 def _fixed(local: datetime) -> datetime:
-    """The same instant with a fixed UTC offset, so that arithmetic is right across DST changes."""
-    return local.replace(tzinfo=timezone(local.utcoffset() or timedelta(0)), fold=0)
+    """The same instant with a fixed UTC offset, so that arithmetic is right across DST changes.
+
+    One shared tzinfo object per offset keeps pickles small (the pickler memoizes it)."""
+    offset = local.utcoffset() or timedelta(0)
+    tz = _OFFSETS.get(offset)
+    if tz is None:
+        tz = _OFFSETS.setdefault(offset, timezone(offset))
+    return local.replace(tzinfo=tz, fold=0)
 
 
 def _number(text: str) -> float | int | None:
@@ -93,15 +102,17 @@ def _split(group: str) -> tuple[str, str | None]:
     return (text, unit) if star else (text, None)
 
 
-_REF_CACHE: dict[str, tuple[str, str]] = {}
+_REF_CACHE: dict[str, tuple[str, str, bool]] = {}
 
 
-def _ref(raw: str) -> tuple[str, str]:
-    """(normalized OBIS reference, its C.D.E part), cached: references repeat in every telegram."""
+def _ref(raw: str) -> tuple[str, str, bool]:
+    """(normalized OBIS reference, its C.D.E part, whether a single value is a plain number),
+    cached: the same references come in every telegram."""
     hit = _REF_CACHE.get(raw)
     if hit is None:
         ref = normalize(raw)
-        hit = (ref, ref.split(":", 1)[1])
+        cde = ref.split(":", 1)[1]
+        hit = (ref, cde, ref not in _TS_REFS and not cde.startswith(_TEXT_CD))
         if len(_REF_CACHE) < 4096:
             _REF_CACHE[raw] = hit
     return hit
@@ -189,11 +200,16 @@ def parse_telegram(
     if "\n(" in body:
         _parse_lines_slow(body, values, tz)
     else:
-        for m in _LINE_ITER_RE.finditer(body):
-            raw_ref, content = m.groups()
-            ref, cde = _ref(raw_ref)
-            if content.count("(") == 1:
-                values[ref] = _single(ref, cde, content[1:-1], tz)
+        cache = _REF_CACHE
+        for raw_ref, content in _LINE_ITER_RE.findall(body):
+            ref, cde, plain = cache.get(raw_ref) or _ref(raw_ref)
+            if content.find("(", 1) < 0:  # one group: the common case, kept inline (hot path)
+                text, star, unit = content[1:-1].partition("*")
+                if plain:
+                    num = _number(text)
+                    values[ref] = Value(text if num is None else num, unit if star else None)
+                else:
+                    values[ref] = _single(ref, cde, content[1:-1], tz)
             else:
                 values[ref] = _value(ref, [_split(g) for g in _GROUP_RE.findall(content)], tz)
     if not values:
