@@ -291,13 +291,8 @@ class Reader:
             time.sleep(min(0.1, end - time.monotonic()))
 
 
-def run(cfg: Config, q: multiprocessing.Queue[Any], stop_event: Event, log_level: str) -> None:
-    """Entry point of the reader process."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # main coordinates shutdown
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    logutil.setup(log_level)
-    log.info("reader process started (pid %d)", os.getpid())
-    parent = multiprocessing.parent_process()
+def queue_putter(q: multiprocessing.Queue[Any]) -> Callable[[Any, bool], bool]:
+    """put(item, wait) -> delivered. Without wait a full queue loses its oldest reading instead."""
 
     def put(item: Any, wait: bool) -> bool:
         if wait:
@@ -313,7 +308,7 @@ def run(cfg: Config, q: multiprocessing.Queue[Any], stop_event: Event, log_level
             if item is None or isinstance(item, ReaderStatus):
                 return False
             try:
-                q.get_nowait()  # drop the oldest
+                q.get(timeout=0.05)  # drop the oldest (the timeout lets the feeder thread catch up)
             except queue_mod.Empty:
                 pass
             try:
@@ -322,6 +317,17 @@ def run(cfg: Config, q: multiprocessing.Queue[Any], stop_event: Event, log_level
                 pass
             return False
 
+    return put
+
+
+def run(cfg: Config, q: multiprocessing.Queue[Any], stop_event: Event, log_level: str) -> None:
+    """Entry point of the reader process."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # main coordinates shutdown
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    logutil.setup(log_level)
+    log.info("reader process started (pid %d)", os.getpid())
+    parent = multiprocessing.parent_process()
+    put = queue_putter(q)
     last_check = [0.0]
 
     def stop() -> bool:
