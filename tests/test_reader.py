@@ -10,7 +10,7 @@ from typing import Any
 
 from app import config
 from app.reader import END, Reader, queue_putter
-from app.records import Reading, ReaderStatus
+from app.records import ReaderStatus, Reading
 from app.simulator import BRUSSELS, SimulatedMeter
 
 
