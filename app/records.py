@@ -9,10 +9,23 @@ the meter sent it (after the DLMS scaler), unknown ones included.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from typing import Any, NamedTuple
 
 Number = float | int
+_OFFSETS: dict[timedelta, timezone] = {}
+
+
+def fixed_offset(local: datetime) -> datetime:
+    """The same instant with a fixed UTC offset, so that arithmetic is right across DST changes
+    (two datetimes sharing one ZoneInfo subtract as wall times and ignore `fold`).
+
+    One shared tzinfo object per offset also keeps pickles small (the pickler memoizes it)."""
+    offset = local.utcoffset() or timedelta(0)
+    tz = _OFFSETS.get(offset)
+    if tz is None:
+        tz = _OFFSETS.setdefault(offset, timezone(offset))
+    return local.replace(tzinfo=tz, fold=0)
 
 
 class Value(NamedTuple):
@@ -34,9 +47,9 @@ class Value(NamedTuple):
 class Reading:
     """One telegram or push, decoded.
 
-    `meter_time` is the meter's own clock (None where the meter sends none), `received` the
-    wall-clock receive time (UTC-aware). `seq` counts readings in the reader process so the
-    consumer sees gaps.
+    `meter_time` is the meter's own clock with a fixed UTC offset (see `fixed_offset`; None where
+    the meter sends none), `received` the wall-clock receive time (UTC-aware). `seq` counts
+    readings in the reader process so the consumer sees gaps.
     """
 
     seq: int

@@ -23,7 +23,7 @@ from app.protocols import axdr, cosem_profiles, security
 from app.protocols.axdr import Array, BitString, DateTime, Structure
 from app.protocols.cosem_profiles import DEFAULT_UNITS, UNITS, Profile, Row
 from app.protocols.dsmr import parse_telegram
-from app.records import Reading, Value
+from app.records import Reading, Value, fixed_offset
 
 log = logging.getLogger(__name__)
 
@@ -178,6 +178,8 @@ class DlmsDecoder:
         if meter_time is None:
             clock = values.get("0-0:1.0.0")
             meter_time = clock.timestamp if clock is not None else None
+        if meter_time is not None:
+            meter_time = fixed_offset(meter_time)
         fields, gas_time = named_fields(values)
         return Reading(
             seq=seq,

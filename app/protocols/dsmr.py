@@ -22,7 +22,7 @@ from app.errors import ChecksumError, ParseError
 from app.framing import Frame
 from app.framing.dsmr import check_crc
 from app.obis import named_fields, normalize
-from app.records import Reading, Value
+from app.records import Reading, Value, fixed_offset
 
 _LINE_RE = re.compile(r"^(\d{1,3}-\d{1,3}:\d{1,3}\.\d{1,3}\.\d{1,3}(?:\*\d{1,3})?)((?:\([^()\r\n]*\))+)\s*$")
 _LINE_ITER_RE = re.compile(
@@ -48,30 +48,16 @@ def parse_timestamp(text: str, tz: ZoneInfo) -> datetime | None:
     except ValueError:
         return None
     if not flag:
-        return _fixed(naive.replace(tzinfo=tz))
+        return fixed_offset(naive.replace(tzinfo=tz))
     for fold in (0, 1):
         local = naive.replace(tzinfo=tz, fold=fold)
         if bool(local.dst()) == (flag == "S"):
-            return _fixed(local)
+            return fixed_offset(local)
     # The flag contradicts the zone's rule at this local time: trust the flag.
     std = naive.replace(tzinfo=tz).utcoffset() or timedelta(0)
     dst = naive.replace(tzinfo=tz).dst() or timedelta(0)
     offset = std - dst + (timedelta(hours=1) if flag == "S" else timedelta(0))
     return naive.replace(tzinfo=timezone(offset))
-
-
-_OFFSETS: dict[timedelta, timezone] = {}
-
-
-def _fixed(local: datetime) -> datetime:
-    """The same instant with a fixed UTC offset, so that arithmetic is right across DST changes.
-
-    One shared tzinfo object per offset keeps pickles small (the pickler memoizes it)."""
-    offset = local.utcoffset() or timedelta(0)
-    tz = _OFFSETS.get(offset)
-    if tz is None:
-        tz = _OFFSETS.setdefault(offset, timezone(offset))
-    return local.replace(tzinfo=tz, fold=0)
 
 
 def _number(text: str) -> float | int | None:
