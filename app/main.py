@@ -14,7 +14,6 @@ Exit codes: 0 clean stop or replay done, 1 a process died, 2 bad configuration o
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import multiprocessing
 import multiprocessing.connection
@@ -33,7 +32,7 @@ from app import config as config_mod
 from app.errors import ConfigError
 
 log = logging.getLogger("app.main")
-STOP_TIMEOUT_S = 1.8
+STOP_TIMEOUT_S = 1.9
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -97,6 +96,8 @@ def main(argv: list[str] | None = None) -> int:
 
         return decode_file(args.decode, cfg)
     if args.check_config:
+        import json
+
         print(f"# {cfg.path}: OK")
         print(json.dumps(config_mod.redacted(cfg), indent=2, default=str))
         return 0
@@ -114,18 +115,19 @@ def _decode_config(args: argparse.Namespace) -> config_mod.Config:
 
 def run(cfg: config_mod.Config) -> int:
     """Start the post-processor and the reader, supervise them, stop them cleanly."""
-    from app import pipeline, reader
-
     # fork: the children share main's already-imported pages (lower PSS on a 512 MB Pi, fast start),
     # main has no threads yet, and each child builds its own clients after the fork.
     ctx = multiprocessing.get_context("fork")
-    q: multiprocessing.Queue[Any] = ctx.Queue(maxsize=cfg.meter.queue_size)
+    # A fast replay sends batches of about 70 readings per queue item: keep the bound in readings.
+    fast_replay = cfg.meter.replay_path is not None and cfg.meter.replay_speed <= 0
+    q: multiprocessing.Queue[Any] = ctx.Queue(maxsize=max(4, cfg.meter.queue_size // 128) if fast_replay
+                                              else cfg.meter.queue_size)
     stop_event = ctx.Event()
     reader_failed = ctx.Event()
     level = cfg.general.log_level
-    post = ctx.Process(target=pipeline.run, args=(cfg, q, stop_event, reader_failed, level),
+    post = ctx.Process(target=_post_processor, args=(cfg, q, stop_event, reader_failed, level),
                        name="post-processor")
-    read = ctx.Process(target=reader.run, args=(cfg, q, stop_event, level), name="reader")
+    read = ctx.Process(target=_reader, args=(cfg, q, stop_event, level), name="reader")
     stopping: list[str] = []
 
     def on_signal(signum: int, _frame: Any) -> None:
@@ -173,6 +175,20 @@ def run(cfg: config_mod.Config) -> int:
         code = 1
     log.info("stopped (exit %d)", code)
     return code
+
+
+def _reader(*args: Any) -> None:
+    """The reader process: imports only what reading needs (nothing of the sinks or relays)."""
+    from app import reader
+
+    reader.run(*args)
+
+
+def _post_processor(*args: Any) -> None:
+    """The post-processor process: relays and sinks are imported here, after the fork."""
+    from app import pipeline
+
+    pipeline.run(*args)
 
 
 if __name__ == "__main__":

@@ -23,19 +23,24 @@ from zoneinfo import ZoneInfo
 from app import __version__, logutil
 from app.config import Config
 from app.errors import ConfigError
-from app.records import ReaderStatus, Reading
+from app.records import STOPPED, ReaderStatus, Reading
 from app.sinks import Sink
 
 log = logging.getLogger("app.pipeline")
 SINK_QUEUE = 10_000
+REPLAY_SINK_QUEUE = 500
+_NOTHING = object()
+DRAIN_S = 0.5  # on SIGTERM: readings still on their way from the reader
+CLOSE_S = 1.1  # on SIGTERM: sinks flush in parallel within this (main's whole budget is 2 s)
 TICK_S = 1.0
 
 
 class SinkWorker:
     """Runs one sink in its own thread behind a bounded queue (oldest dropped, counted)."""
 
-    def __init__(self, sink: Sink, maxsize: int = SINK_QUEUE) -> None:
+    def __init__(self, sink: Sink, maxsize: int = SINK_QUEUE, block_when_full: bool = False) -> None:
         self.sink = sink
+        self.block_when_full = block_when_full  # a replay has no real time to keep: wait, lose nothing
         self.q: queue_mod.Queue[tuple[str, tuple[Any, ...]]] = queue_mod.Queue(maxsize)
         self.dropped = 0
         self.closing = threading.Event()
@@ -44,7 +49,10 @@ class SinkWorker:
         self.thread.start()
 
     def submit(self, method: str, *args: Any) -> None:
-        """Queue a call; never blocks the caller."""
+        """Queue a call; live it never blocks the caller (the oldest item is dropped and counted)."""
+        if self.block_when_full:
+            self.q.put((method, args))
+            return
         while True:
             try:
                 self.q.put_nowait((method, args))
@@ -94,7 +102,7 @@ class SinkWorker:
         except queue_mod.Full:
             pass
 
-    def join(self, timeout_s: float) -> bool:
+    def join(self, timeout_s: float | None) -> bool:
         """Wait for the thread to end; True if it did in time."""
         self.thread.join(timeout_s)
         return not self.thread.is_alive()
@@ -132,11 +140,15 @@ class PostProcessor:
             self.controller = Controller(cfg.control, cfg.relays, pin_factory=pin_factory,
                                          tz=ZoneInfo(cfg.meter.timezone))
         built = sinks if sinks is not None else build_sinks(cfg, self._on_command)
-        self.workers = [SinkWorker(s) for s in built]
+        replay = cfg.meter.replay_path is not None
+        # A replay waits for slow sinks instead of dropping; its short queues flush within a SIGTERM.
+        self.workers = [SinkWorker(s, REPLAY_SINK_QUEUE if replay else SINK_QUEUE,
+                                   block_when_full=replay and s.lossless) for s in built]
         self.readings = 0
         self.last_seq = 0
         self.gaps = 0
         self.status: ReaderStatus | None = None
+        self.queue_depth = 0  # readings waiting between the processes, updated by the loop
         self._last_stats = time.monotonic()
         self._closed = False
         # Benchmarks: SMARTMETER_TRACE=FILE records "seq monotonic_ns" when control is done per reading.
@@ -209,31 +221,39 @@ class PostProcessor:
             log.info("%d readings processed", self.readings)
             return
         lag = f"{s.lag_mean_s:.2f} s mean, {s.lag_max_s:.2f} s max" if s.lag_mean_s is not None else "n/a"
-        log.info("%d readings processed; reader: %d ok, %d rejected (%d CRC), %d dropped, %d gaps; lag %s",
-                 self.readings, s.frames_ok, s.frames_bad, s.crc_errors, s.dropped, self.gaps, lag)
+        backlog = ", ".join(f"{w.sink.name} {w.q.qsize()}" for w in self.workers) or "none"
+        log.info("%d readings processed; reader: %d ok, %d rejected (%d CRC), %d dropped, %d gaps; lag %s; "
+                 "queue depth %d, sink backlog %s", self.readings, s.frames_ok, s.frames_bad, s.crc_errors,
+                 s.dropped, self.gaps, lag, self.queue_depth, backlog)
 
     def safe(self, reason: str) -> None:
         """Every relay to its safe state now (shutdown, reader died)."""
         if self.controller is not None:
             self._broadcast(self.controller.safe_all(reason), reason)
 
-    def close(self, reason: str = "shutdown", timeout_s: float = 1.5) -> None:
-        """Safe state, then flush and close every sink within `timeout_s`."""
+    def close(self, reason: str = "shutdown", timeout_s: float | None = 1.5) -> bool:
+        """Safe state, then flush and close every sink within `timeout_s` (None: however long it takes).
+
+        Returns whether every sink finished."""
         if self._closed:
-            return
+            return True
         self._closed = True
+        finished = True
         self.safe(reason)
-        deadline = time.monotonic() + timeout_s
         for w in self.workers:  # all sinks flush in parallel, each in its own thread
             w.request_close()
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
         for w in self.workers:
-            if not w.join(max(0.05, deadline - time.monotonic())):
-                log.error("sink %s did not finish in time", w.sink.name)
+            left = None if deadline is None else max(0.05, deadline - time.monotonic())
+            if not w.join(left):
+                finished = False
+                log.error("sink %s did not finish in time (%d items not written)", w.sink.name, w.q.qsize())
         if self.controller is not None:
             self.controller.close()
         if self.trace is not None:
             self.trace.close()
         self.log_stats()
+        return finished
 
 
 def run(cfg: Config, q: multiprocessing.Queue[Any], stop_event: Event, reader_failed: Event,
@@ -255,16 +275,14 @@ def run(cfg: Config, q: multiprocessing.Queue[Any], stop_event: Event, reader_fa
         raise SystemExit(1) from None
     code = 0
     reason = "shutdown"
+    finished = False
     next_tick = time.monotonic()
     try:
         while True:
             try:
                 item = q.get(timeout=0.2)
             except queue_mod.Empty:
-                item = ReaderStatus  # nothing; fall through to the checks
-            if item is None:
-                log.info("replay finished; flushing")
-                break
+                item = _NOTHING
             if isinstance(item, Reading):
                 pp.on_reading(item)
             elif isinstance(item, list):  # a batch from a fast replay
@@ -272,9 +290,16 @@ def run(cfg: Config, q: multiprocessing.Queue[Any], stop_event: Event, reader_fa
                     pp.on_reading(reading)
             elif isinstance(item, ReaderStatus):
                 pp.on_status(item)
+            elif item is None:
+                log.info("replay finished; flushing")
+                finished = True
+                break
+            elif item == STOPPED:  # the reader stopped on request and sent everything it had
+                break
             now = time.monotonic()
             if now >= next_tick:
                 next_tick = now + 0.5
+                pp.queue_depth = q.qsize()
                 pp.tick()
                 if reader_failed.is_set():
                     reason, code = "reader process died", 1
@@ -285,22 +310,27 @@ def run(cfg: Config, q: multiprocessing.Queue[Any], stop_event: Event, reader_fa
                     log.error("main process is gone: relays to safe state")
                     break
             if stop_event.is_set():
-                _drain(q, pp, deadline=time.monotonic() + 0.5)
+                if not reader_failed.is_set():
+                    _drain(q, pp, deadline=time.monotonic() + DRAIN_S)
                 break
     except Exception:
         log.exception("post-processor crashed")
         reason, code = "post-processor error", 1
     finally:
-        pp.close(reason)
+        if not pp.close(reason, timeout_s=None if finished else CLOSE_S):
+            code = code or 1
     raise SystemExit(code)
 
 
 def _drain(q: multiprocessing.Queue[Any], pp: PostProcessor, deadline: float) -> None:
-    """Take what is already queued (bounded in time) so a shutdown loses nothing it holds."""
+    """Take what the reader still sends until its STOPPED mark (bounded in time): a shutdown loses
+    nothing the reader had read."""
     while time.monotonic() < deadline:
         try:
             item = q.get(timeout=0.05)
         except queue_mod.Empty:
+            continue
+        if item == STOPPED:
             return
         if isinstance(item, Reading):
             pp.on_reading(item)

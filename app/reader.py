@@ -27,11 +27,10 @@ from app.framing import Frame, Framer
 from app.framing.dsmr import DsmrFramer
 from app.protocols import Decoder
 from app.protocols.dsmr import DsmrDecoder
-from app.records import ReaderStatus, Reading
+from app.records import END, STOPPED, ReaderStatus, Reading
 from app.transport.source import AUTO_CANDIDATES, ByteSource, ReplaySource, SerialSource, SourceError
 
 log = logging.getLogger("app.reader")
-END = None  # sentinel: the replay is over
 STATUS_EVERY_S = 5.0
 AUTO_BAUD_WINDOW_S = 12.0  # a DSMR 2.2 meter sends every 10 s
 
@@ -278,7 +277,9 @@ class Reader:
             self.handle(self.framer.flush())
         finally:
             src.close()
-        self.maybe_status(force=True)
+        final = self.counters.status(self.connected, self.protocol, self.header)
+        while not self._stop() and not self._put(final, True):  # the last counters must arrive
+            pass
         if not self._stop():
             log.info("replay of %s done: %d readings, %d rejected", path, self.counters.frames_ok,
                      self.counters.frames_bad)
@@ -348,5 +349,10 @@ def run(cfg: Config, q: multiprocessing.Queue[Any], stop_event: Event, log_level
         log.exception("reader crashed")
         raise SystemExit(1) from None
     if stop_event.is_set():
-        q.cancel_join_thread()  # the post-processor may already be gone
+        # Say that nothing follows, then let the queue's feeder thread write out whole messages:
+        # a message cut short by exiting mid-write would hang the post-processor's read.
+        # (If the post-processor is gone and the pipe stays full, main kills us after its deadline.)
+        q.put(STOPPED)
+    q.close()
+    q.join_thread()
     raise SystemExit(code)

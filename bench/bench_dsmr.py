@@ -9,7 +9,8 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from app.framing.dsmr import DsmrFramer
-from app.protocols.dsmr import parse_telegram
+from app.protocols.dsmr import _TS_CACHE, parse_telegram
+from app.simulator import BRUSSELS, SimulatedMeter
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "dsmr"
 CASES = {
@@ -49,6 +50,7 @@ def run(quick: bool = False) -> str:
         peer.parse(text)
 
         def ours(data: bytes = data) -> object:
+            _TS_CACHE.clear()  # one telegram over and over: no unfair timestamp-cache hits
             framer = DsmrFramer()
             frame = framer.feed(data)[0]
             assert frame.ok
@@ -60,6 +62,24 @@ def run(quick: bool = False) -> str:
         r_ours, r_peer = best_rates([ours, theirs], rounds)
         ratios.append(r_ours / r_peer)
         rows.append(f"| {label} | {r_ours:,.0f} | {r_peer:,.0f} | {r_ours / r_peer:.1f}× |")
+    # A stream in which every telegram differs (simulated Fluvius, one per second), as from a real meter.
+    stream = list(SimulatedMeter(datetime(2026, 6, 21, 12, tzinfo=BRUSSELS), step_s=1.0).telegrams(400))
+    texts = [t.decode("ascii") for t in stream]
+    peer = TelegramParser(telegram_specifications.BELGIUM_FLUVIUS, apply_checksum_validation=True)
+    it_ours, it_peer = iter(range(10**9)), iter(range(10**9))
+
+    def ours_stream() -> object:
+        data = stream[next(it_ours) % 400]
+        frame = DsmrFramer().feed(data)[0]
+        return parse_telegram(frame.data, now, tz, 0, frame.crc_ok)
+
+    def theirs_stream() -> object:
+        return peer.parse(texts[next(it_peer) % 400])
+
+    r_ours, r_peer = best_rates([ours_stream, theirs_stream], rounds)
+    ratios.append(r_ours / r_peer)
+    rows.append(f"| simulated Fluvius stream (400 distinct telegrams) | {r_ours:,.0f} | {r_peer:,.0f} | "
+                f"{r_ours / r_peer:.1f}× |")
     rows.append("")
     rows.append(f"Target ≥ 5× with CRC checking on in both: {'met' if min(ratios) >= 5 else 'MISSED'} "
                 f"(lowest ratio {min(ratios):.1f}×). Ours includes framing the byte stream and the CRC; "

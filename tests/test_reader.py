@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from app import config
-from app.reader import END, Reader, queue_putter
-from app.records import ReaderStatus, Reading
+from app.reader import Reader, queue_putter
+from app.records import END, ReaderStatus, Reading
 from app.simulator import BRUSSELS, SimulatedMeter
 
 

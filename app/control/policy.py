@@ -165,6 +165,8 @@ class Policy:
             )
             self._relays.append(r)
             self._by_name[cfg.name] = r
+        # Only the quantities the conditions name are computed per reading.
+        self._needed = sorted({c.quantity for r in relays for c in (r.on_when, r.off_when) if c is not None})
         self._last_t: datetime | None = None
         self._last_switch: datetime | None = None  # for settle
         self._settle_pending = False  # an override before the first reading counts at that reading
@@ -221,7 +223,7 @@ class Policy:
         if self._settle_pending:
             self._settle_pending = False
             self._last_switch = t
-        q = quantities(reading)
+        q = quantities(reading, self._needed)
         for r in self._relays:
             if r.switched_at is None:
                 r.switched_at = t

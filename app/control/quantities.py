@@ -13,6 +13,8 @@ A quantity the reading does not carry is absent from the dict (its conditions ar
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
+
 from app.obis import FIELD_UNITS
 from app.records import Reading
 
@@ -31,8 +33,10 @@ for _n in (1, 2, 3):
     }
 
 
-def quantities(reading: Reading) -> dict[str, float]:
-    """Every quantity a condition may name that this reading carries, in base units."""
+def quantities(reading: Reading, names: Iterable[str] | None = None) -> dict[str, float]:
+    """The quantities `names` (default: every one a condition may name) this reading carries, in base units."""
+    if names is not None:
+        return {name: v for name in names if (v := _one(reading.fields, name)) is not None}
     out: dict[str, float] = {}
     for name, value in reading.fields.items():
         out[name] = float(value) * 1000.0 if name in _KW_FIELDS else float(value)
@@ -44,3 +48,17 @@ def quantities(reading: Reading) -> dict[str, float]:
     elif "export" in out:
         out["net"] = -out["export"]
     return out
+
+
+def _one(fields: Mapping[str, float], name: str) -> float | None:
+    """One quantity from the named fields, or None when the reading does not carry it."""
+    if name == "net":
+        imp, exp = fields.get("actual_total_consumption"), fields.get("actual_total_injection")
+        if imp is None and exp is None:
+            return None
+        return ((imp or 0.0) - (exp or 0.0)) * 1000.0
+    field = _ALIASES.get(name, name)
+    value = fields.get(field)
+    if value is None:
+        return None
+    return float(value) * 1000.0 if field in _KW_FIELDS else float(value)

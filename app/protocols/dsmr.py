@@ -37,8 +37,25 @@ _TS_REFS = frozenset({"0-0:1.0.0"})
 _METER_ID_REFS = ("0-0:96.1.1", "0-0:96.1.0", "0-0:42.0.0", "0-0:96.1.255", "1-0:0.0.0", "1-0:96.1.0")
 
 
+_TS_CACHE: dict[tuple[str, ZoneInfo], datetime | None] = {}
+
+
 def parse_timestamp(text: str, tz: ZoneInfo) -> datetime | None:
-    """`YYMMDDhhmmssX` (X = W standard, S summer, absent = local) -> aware datetime, or None."""
+    """`YYMMDDhhmmssX` (X = W standard, S summer, absent = local) -> aware datetime, or None.
+
+    Cached: a telegram's M-Bus and max-demand timestamps repeat for minutes."""
+    key = (text, tz)
+    try:
+        return _TS_CACHE[key]
+    except KeyError:
+        pass
+    if len(_TS_CACHE) >= 256:
+        _TS_CACHE.clear()
+    result = _TS_CACHE[key] = _parse_timestamp(text, tz)
+    return result
+
+
+def _parse_timestamp(text: str, tz: ZoneInfo) -> datetime | None:
     m = _TS_RE.match(text)
     if m is None:
         return None
@@ -192,7 +209,13 @@ def parse_telegram(
             if content.find("(", 1) < 0:  # one group: the common case, kept inline (hot path)
                 text, star, unit = content[1:-1].partition("*")
                 if plain:
-                    num = _number(text)
+                    if text.replace(".", "", 1).isdigit():  # the usual 000123.456: no sign, no exponent
+                        try:
+                            num: float | int | None = float(text) if "." in text else int(text)
+                        except ValueError:  # non-ASCII digits such as '³'
+                            num = None
+                    else:
+                        num = _number(text)
                     values[ref] = Value(text if num is None else num, unit if star else None)
                 else:
                     values[ref] = _single(ref, cde, content[1:-1], tz)

@@ -19,6 +19,9 @@ class Sink:
     """Base class with no-op hooks; subclasses override what they need."""
 
     name = "sink"
+    # Whether every reading must arrive (CSV, InfluxDB: history). A live-data sink (MQTT) sets it
+    # False: in a fast replay it is skipped over rather than slowing the replay down.
+    lossless = True
 
     def write(self, reading: Reading, relays: Mapping[str, bool]) -> None:
         """One reading and the relay states after it was processed."""

@@ -28,7 +28,8 @@ from app.sinks import Sink
 
 log = logging.getLogger("app.sinks.csv")
 LAST_VALUE_FIELDS = ENERGY_FIELDS | {"maximum_demand_month", "current_average_demand"}
-MAX_PENDING_ROWS = 100_000
+MAX_PENDING_ROWS = 100_000  # held while the disk is full or read-only; oldest dropped past it
+FLUSH_ROWS = 2000  # write at least this often (rows), whatever flush_interval says
 
 
 def format_number(value: float, decimal: str) -> str:
@@ -126,9 +127,11 @@ class CsvSink(Sink):
             self.dropped += 1
             self.limited.error("drop", "CSV backlog full: dropped the oldest row (%d so far)", self.dropped)
         self.pending.append((row.start.date().isoformat(), row.values(), row.gas_time, row.relays, row.start))
+        if len(self.pending) >= FLUSH_ROWS and not self._failing:  # a fast replay: bounded memory
+            self.flush()
 
     def tick(self, now: float) -> None:
-        """Write buffered rows every flush_interval (more often while a write is failing)."""
+        """Write buffered rows every flush_interval."""
         if self.pending and now - self.last_flush >= self.cfg.flush_interval:
             self.flush()
 

@@ -99,6 +99,7 @@ class MqttSink(Sink):
     """Publishes readings in the harmonized profile and relays overrides from `.../relay/<name>/set`."""
 
     name = "mqtt"
+    lossless = False  # live data: the InfluxDB spool is the history
 
     def __init__(
         self,
