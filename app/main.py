@@ -138,6 +138,7 @@ def run(cfg: config_mod.Config) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     log.info("smartmeter %s starting (config %s, source %s)", __version__, cfg.path, cfg.meter.source)
+    logutil.settle_gc()  # before the fork: the children share these pages untouched
     post.start()
     read.start()
     code = 0

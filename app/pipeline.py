@@ -267,6 +267,7 @@ def run(cfg: Config, q: multiprocessing.Queue[Any], stop_event: Event, reader_fa
     try:
         pp = PostProcessor(cfg)
         pp.start()
+        logutil.settle_gc()
     except ConfigError as exc:  # e.g. a spool directory that cannot be used
         log.error("config error: %s", exc)
         raise SystemExit(2) from None

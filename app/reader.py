@@ -344,7 +344,9 @@ def run(cfg: Config, q: multiprocessing.Queue[Any], stop_event: Event, log_level
         return False
 
     try:
-        code = Reader(cfg, put, stop).run()
+        reader = Reader(cfg, put, stop)
+        logutil.settle_gc()
+        code = reader.run()
     except Exception:
         log.exception("reader crashed")
         raise SystemExit(1) from None

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from itertools import repeat
 from typing import Any, NamedTuple
 
 Number = float | int
@@ -65,9 +66,10 @@ class Reading:
 
     def __reduce__(self) -> tuple[Any, ...]:
         """Pickle `values` as plain tuples: 2-3x cheaper across the queue than one NamedTuple each."""
-        packed = tuple((ref, *v) for ref, v in self.values.items())
+        refs = tuple(self.values)
+        packed = tuple(map(tuple, self.values.values()))  # plain tuples, converted in C
         return (_unpack_reading, (self.seq, self.protocol, self.meter_id, self.header, self.meter_time,
-                                  self.received, packed, self.fields, self.gas_time, self.crc_ok))
+                                  self.received, refs, packed, self.fields, self.gas_time, self.crc_ok))
 
     @property
     def time(self) -> datetime:
@@ -83,11 +85,11 @@ class Reading:
 
 
 def _unpack_reading(seq: int, protocol: str, meter_id: str, header: str, meter_time: datetime | None,
-                    received: datetime, packed: tuple[tuple[Any, ...], ...], fields: dict[str, float],
-                    gas_time: datetime | None, crc_ok: bool | None) -> Reading:
+                    received: datetime, refs: tuple[str, ...], packed: tuple[tuple[Any, ...], ...],
+                    fields: dict[str, float], gas_time: datetime | None, crc_ok: bool | None) -> Reading:
     """The inverse of Reading.__reduce__."""
-    new = tuple.__new__  # Value._make without its Python-level checks: 3x faster here
-    values = {t[0]: new(Value, t[1:]) for t in packed}
+    # tuple.__new__(Value, t) for each t, all in C: no Python-level __new__ per value
+    values = dict(zip(refs, map(tuple.__new__, repeat(Value), packed), strict=True))
     return Reading(seq, protocol, meter_id, header, meter_time, received, values, fields, gas_time, crc_ok)
 
 
@@ -107,6 +109,11 @@ class ReaderStatus:
     protocol: str = ""
     header: str = ""
     reasons: dict[str, int] = field(default_factory=dict)
+
+
+def make_value(value: Number | str | None, unit: str | None) -> Value:
+    """Value(value, unit) for the parsers' hot path, about 3x cheaper than calling the class."""
+    return tuple.__new__(Value, (value, unit, None, (), None))
 
 
 # Queue marks from the reader: END after the last reading of a replay, STOPPED when it stopped on request.

@@ -7,7 +7,7 @@
 4. memory: PSS of every process with CSV + control + InfluxDB (VictoriaMetrics) + MQTT (mosquitto);
 5. soak: a week of telegrams at speed 0 through a FIFO, VmRSS at the end vs after the first meter hour.
 
-Runs 3 and 4 are real-time appliances fed at 1 telegram/s by a background thread while 2 and 5 run
+Runs 3 and 4 are real-time appliances fed at 1 telegram/s by a background thread while 5 runs
 (CPU time is per process, so it hardly depends on what else runs; wall-clock figures do).
 Relays are on gpiozero's mock pins (GPIOZERO_PIN_FACTORY=mock); every server is ours, on loopback.
 """
@@ -762,9 +762,10 @@ def run(quick: bool = False) -> str:
     t_begin = time.monotonic()
     notes: list[str] = []
     with _tempdir() as tmp, contextlib.ExitStack() as stack:
-        # 1. latency first, alone (apart from the other agents on this machine)
+        # 1. latency and 2. throughput first, each alone
         lat = bench_latency(tmp, lat_n)
-        # 3 + 4: two real-time appliances at 1/s in the background while 2 and 5 run
+        thr = bench_throughput(tmp, day_n)
+        # 3 + 4: two real-time appliances at 1/s in the background while 5 runs
         servers = start_servers(tmp, stack)
         rt = RealTime()
         stack.callback(rt.close)
@@ -785,8 +786,7 @@ def run(quick: bool = False) -> str:
                           stats="5 min", extra=extra)
         rt.runs.append(RealTimeRun("CSV + control + InfluxDB + MQTT", ini_b, pty_b, cpu_window_s))
         rt.start()
-        # 2. throughput, 5. soak (wall-clock figures: the real-time runs add < 1 % of a core)
-        thr = bench_throughput(tmp, day_n)
+        # 5. soak (the real-time runs add < 1 % of a core)
         soak = bench_soak(tmp, week_n, soak_budget_s)
         mods = reader_modules(tmp)
         run_a, run_b = rt.runs
@@ -921,7 +921,7 @@ def _cpu_detail(run_a: RealTimeRun, run_b: RealTimeRun) -> str:
              f"One telegram per second into a pty for {window:.0f} s (after {run_a.skip_s:.0f} s of "
              "start-up); "
              f"utime + stime of all threads from `/proc/PID/stat` ({CLK_TCK} ticks/s). 0.5 % of a core at "
-             "1 telegram/s is 5 CPU s per 1000 telegrams. CSV `interval = 60 s`. Measured while runs 2 and 5 "
+             "1 telegram/s is 5 CPU s per 1000 telegrams. CSV `interval = 60 s`. Measured while run 5 "
              "kept the machine busy (CPU time per process depends little on that).\n",
              "| config | process | CPU s per 1000 telegrams | % of a core | ≤ 0.5 % |",
              "|---|---|---:|---:|---|"]

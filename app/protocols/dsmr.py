@@ -14,6 +14,7 @@ Text is decoded as latin-1, so no byte sequence raises; unknown OBIS lines are k
 
 from __future__ import annotations
 
+import functools
 import re
 from datetime import datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
@@ -22,7 +23,7 @@ from app.errors import ChecksumError, ParseError
 from app.framing import Frame
 from app.framing.dsmr import check_crc
 from app.obis import named_fields, normalize
-from app.records import Reading, Value, fixed_offset
+from app.records import Reading, Value, fixed_offset, make_value
 
 _LINE_RE = re.compile(r"^(\d{1,3}-\d{1,3}:\d{1,3}\.\d{1,3}\.\d{1,3}(?:\*\d{1,3})?)((?:\([^()\r\n]*\))+)\s*$")
 _LINE_ITER_RE = re.compile(
@@ -90,6 +91,7 @@ def _number(text: str) -> float | int | None:
     return None
 
 
+@functools.lru_cache(maxsize=64)  # equipment ids repeat in every telegram
 def _hex_text(raw: str) -> str | None:
     if not _HEX_TEXT_RE.match(raw):
         return None
@@ -216,7 +218,7 @@ def parse_telegram(
                             num = None
                     else:
                         num = _number(text)
-                    values[ref] = Value(text if num is None else num, unit if star else None)
+                    values[ref] = make_value(text if num is None else num, unit if star else None)
                 else:
                     values[ref] = _single(ref, cde, content[1:-1], tz)
             else:
