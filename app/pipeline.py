@@ -28,7 +28,7 @@ from app.sinks import Sink
 
 log = logging.getLogger("app.pipeline")
 SINK_QUEUE = 10_000
-REPLAY_SINK_QUEUE = 500
+REPLAY_SINK_QUEUE = 4000
 _NOTHING = object()
 DRAIN_S = 0.5  # on SIGTERM: readings still on their way from the reader
 CLOSE_S = 1.1  # on SIGTERM: sinks flush in parallel within this (main's whole budget is 2 s)

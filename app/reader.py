@@ -265,7 +265,7 @@ class Reader:
         return 0
 
     def _run_replay(self, path: str) -> int:
-        src = ReplaySource(path, chunk_size=65536 if self._batch is not None else 4096)
+        src = ReplaySource(path, chunk_size=32768 if self._batch is not None else 4096)
         self.connected = True
         try:
             while not self._stop():

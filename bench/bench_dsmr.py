@@ -9,7 +9,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from app.framing.dsmr import DsmrFramer
-from app.protocols.dsmr import _TS_CACHE, parse_telegram
+from app.protocols.dsmr import _LAST_LINES, _TS_CACHE, parse_telegram
 from app.simulator import BRUSSELS, SimulatedMeter
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "dsmr"
@@ -50,7 +50,8 @@ def run(quick: bool = False) -> str:
         peer.parse(text)
 
         def ours(data: bytes = data) -> object:
-            _TS_CACHE.clear()  # one telegram over and over: no unfair timestamp-cache hits
+            _TS_CACHE.clear()  # one telegram over and over: no unfair cache hits
+            _LAST_LINES.clear()
             framer = DsmrFramer()
             frame = framer.feed(data)[0]
             assert frame.ok
@@ -83,7 +84,9 @@ def run(quick: bool = False) -> str:
     rows.append("")
     rows.append(f"Target ≥ 5× with CRC checking on in both: {'met' if min(ratios) >= 5 else 'MISSED'} "
                 f"(lowest ratio {min(ratios):.1f}×). Ours includes framing the byte stream and the CRC; "
-                "dsmr_parser gets a ready `str` telegram.")
+                "dsmr_parser gets a ready `str` telegram. "
+                "The fixture rows parse one telegram over and over, so our caches of repeated lines and "
+                "timestamps are cleared before each parse; the stream row is a real sequence, caches on.")
     return "## DSMR parse throughput (issue 7, 6.1)\n\n" + "\n".join(rows) + "\n"
 
 

@@ -108,6 +108,9 @@ def _split(group: str) -> tuple[str, str | None]:
 
 
 _REF_CACHE: dict[str, tuple[str, str, bool]] = {}
+# Per time zone: raw reference -> (bracketed content, reference, Value) of the last telegram. Most lines
+# (ids, counters, texts, M-Bus values) repeat from one telegram to the next; their Values are reused.
+_LAST_LINES: dict[ZoneInfo, dict[str, tuple[str, str, Value]]] = {}
 
 
 def _ref(raw: str) -> tuple[str, str, bool]:
@@ -206,7 +209,14 @@ def parse_telegram(
         _parse_lines_slow(body, values, tz)
     else:
         cache = _REF_CACHE
+        last = _LAST_LINES.get(tz)
+        if last is None:
+            last = _LAST_LINES.setdefault(tz, {})
         for raw_ref, content in _LINE_ITER_RE.findall(body):
+            prev = last.get(raw_ref)
+            if prev is not None and prev[0] == content:  # unchanged since the last telegram
+                values[prev[1]] = prev[2]
+                continue
             ref, cde, plain = cache.get(raw_ref) or _ref(raw_ref)
             if content.find("(", 1) < 0:  # one group: the common case, kept inline (hot path)
                 text, star, unit = content[1:-1].partition("*")
@@ -223,6 +233,8 @@ def parse_telegram(
                     values[ref] = _single(ref, cde, content[1:-1], tz)
             else:
                 values[ref] = _value(ref, [_split(g) for g in _GROUP_RE.findall(content)], tz)
+            if len(last) < 4096:
+                last[raw_ref] = (content, ref, values[ref])
     if not values:
         raise ParseError(f"telegram {header!r} holds no OBIS lines")
     ts_value = values.get("0-0:1.0.0")

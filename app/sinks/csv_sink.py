@@ -29,7 +29,7 @@ from app.sinks import Sink
 log = logging.getLogger("app.sinks.csv")
 LAST_VALUE_FIELDS = ENERGY_FIELDS | {"maximum_demand_month", "current_average_demand"}
 MAX_PENDING_ROWS = 100_000  # held while the disk is full or read-only; oldest dropped past it
-FLUSH_ROWS = 2000  # write at least this often (rows), whatever flush_interval says
+FLUSH_ROWS = 5000  # write at least this often (rows), whatever flush_interval says
 
 
 def format_number(value: float, decimal: str) -> str:
@@ -85,6 +85,7 @@ class CsvSink(Sink):
         self.pending: list[tuple[str, dict[str, float], datetime | None, dict[str, bool], datetime]] = []
         self.headers: dict[str, list[str]] = {}  # day -> columns of that file
         self.last_flush = time.monotonic()
+        self.last_sync = self.last_flush
         self.dropped = 0
         self.rows_written = 0
         self.limited = RateLimited(log, 60.0)
@@ -135,9 +136,15 @@ class CsvSink(Sink):
         if self.pending and now - self.last_flush >= self.cfg.flush_interval:
             self.flush()
 
-    def flush(self) -> None:
-        """Write every buffered row, whole, then fsync."""
-        self.last_flush = time.monotonic()
+    def flush(self, sync: bool | None = None) -> None:
+        """Write every buffered row, whole; fsync at most once per flush_interval (and on close),
+        so a fast replay is not held up by an fsync every FLUSH_ROWS rows."""
+        now = time.monotonic()
+        self.last_flush = now
+        if sync is None:
+            sync = now - self.last_sync >= self.cfg.flush_interval
+        if sync:
+            self.last_sync = now
         if not self.pending:
             return
         by_day: dict[str, list[str]] = {}
@@ -151,7 +158,7 @@ class CsvSink(Sink):
                     order.append(day)
                 by_day[day].append(self._line(cols, start, values, gas_time, relays))
             for day in order:
-                self._append(day, by_day[day])
+                self._append(day, by_day[day], sync)
         except OSError as exc:
             self._failing = True
             self.limited.error("write", "cannot write CSV to %s: %s; holding %d rows and retrying",
@@ -214,7 +221,7 @@ class CsvSink(Sink):
                 cells.append("" if v is None else format_number(v, dec))
         return self.cfg.delimiter.join(cells) + "\n"
 
-    def _append(self, day: str, lines: list[str]) -> None:
+    def _append(self, day: str, lines: list[str], sync: bool) -> None:
         path = self._path(day)
         new = not path.exists() or path.stat().st_size == 0
         payload = "".join(lines)
@@ -228,7 +235,8 @@ class CsvSink(Sink):
                 written = os.write(fd, data)
                 while written < len(data):
                     written += os.write(fd, data[written:])
-                os.fsync(fd)
+                if sync:
+                    os.fsync(fd)
             except OSError:
                 os.ftruncate(fd, size_before)  # never leave half a row behind
                 raise
@@ -243,6 +251,6 @@ class CsvSink(Sink):
         if self.current is not None:
             self._emit(self.current)
             self.current = None
-        self.flush()
+        self.flush(sync=True)
         if self.pending:
             log.error("CSV: %d rows could not be written at shutdown", len(self.pending))
