@@ -370,11 +370,23 @@ def _timezone(s: str) -> str:
     return s
 
 
+_URL_SCHEMES = ("socket", "rfc2217", "loop", "spy", "hwgrep", "alt")
+
+
 def _source(s: str) -> str:
     if not s:
         raise ValueError("empty source")
-    if s.startswith("replay:") and not s[len("replay:"):]:
-        raise ValueError("replay: needs a path, e.g. replay:/home/pi/capture.bin")
+    if s.startswith("replay:"):
+        path = s[len("replay:"):]
+        if not path:
+            raise ValueError("replay: needs a path, e.g. replay:/home/pi/capture.bin")
+        if not os.path.exists(path) or os.path.isdir(path):  # a file or a FIFO
+            raise ValueError(f"replay file {path!r} not found")
+        return s
+    scheme, sep, _rest = s.partition("://")
+    if sep and scheme not in _URL_SCHEMES:
+        raise ValueError(f"unknown URL scheme {scheme!r} (a device path, or one of "
+                         f"{', '.join(x + '://' for x in _URL_SCHEMES)}, or replay:PATH)")
     return s
 
 
@@ -462,7 +474,7 @@ def _meter(sec: _Section) -> MeterConfig:
         profile=profile,
         queue_size=sec.integer("queue_size", 1000, lo=1, hi=1_000_000),
         reconnect_max=sec.duration("reconnect_max", 30.0, lo=0.1, hi=3600.0),
-        read_timeout=sec.duration("read_timeout", 0.2, lo=0.01, hi=10.0),
+        read_timeout=sec.duration("read_timeout", 0.2, lo=0.01, hi=1.0),  # SIGTERM must stop it within 2 s
         max_frame=sec.integer("max_frame", 16384, lo=256, hi=1 << 20),
     )
 

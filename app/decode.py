@@ -6,10 +6,12 @@ import json
 import sys
 from datetime import UTC, datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from app.config import Config
 from app.errors import ProtocolError
-from app.reader import FrameDecoder, make_framer
+from app.framing.auto import make_framer
+from app.protocols.route import FrameDecoder
 from app.records import Reading, Value
 
 
@@ -49,7 +51,8 @@ def decode_file(path: str, cfg: Config) -> int:
         print(f"smartmeter: cannot read {path}: {exc}", file=sys.stderr)
         return 2
     framer = make_framer(cfg.meter.protocol, max(cfg.meter.max_frame, 1 << 16))
-    decoder = FrameDecoder(cfg.meter)
+    m = cfg.meter
+    decoder = FrameDecoder(ZoneInfo(m.timezone), m.key, m.auth_key, m.profile)
     good = 0
     frames = framer.feed(data) + framer.flush()
     for n, frame in enumerate(frames, 1):

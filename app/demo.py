@@ -1,7 +1,7 @@
 """`make demo`: the whole appliance on the built-in simulated meter, no hardware.
 
 A simulated Fluvius meter (a sunny day with passing clouds and a household load, one telegram
-every 2 minutes of meter time, about 10 per second of wall time) writes into a pseudo-terminal;
+every 144 s of meter time, about 10 per second of wall time) writes into a pseudo-terminal;
 the appliance reads the other end like a P1 cable, switches two relays on gpiozero's mock pins
 and writes CSV under ./demo-data. It stops by itself after about a minute.
 """

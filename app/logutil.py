@@ -40,7 +40,7 @@ class RateLimited:
         self._last: dict[str, float] = {}
         self._held: dict[str, int] = {}
 
-    def log(self, level: int, key: str, msg: str, *args: object) -> bool:
+    def log(self, level: int, key: str, msg: str, *args: object, exc_info: bool = False) -> bool:
         """Log now if this key was quiet long enough; return whether it was logged."""
         now = time.monotonic()
         last = self._last.get(key)
@@ -51,7 +51,7 @@ class RateLimited:
         self._last[key] = now
         if held:
             msg += f" ({held} more like this in the last {self.interval_s:g} s)"
-        self.logger.log(level, msg, *args)
+        self.logger.log(level, msg, *args, exc_info=exc_info)
         return True
 
     def warning(self, key: str, msg: str, *args: object) -> bool:

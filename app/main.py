@@ -142,23 +142,24 @@ def run(cfg: config_mod.Config) -> int:
     post.start()
     read.start()
     code = 0
+    replay_read = False  # a replay's reader finished cleanly: the post-processor drains and flushes
     while True:
         multiprocessing.connection.wait([read.sentinel, post.sentinel], timeout=0.25)
         if stopping:
             log.info("%s: stopping", stopping[0])
             break
+        if not replay_read and not read.is_alive() and read.exitcode == 0 and cfg.meter.replay_path:
+            replay_read = True
         if not post.is_alive():
+            if replay_read and post.exitcode == 0:
+                log.info("replay done; exit 0")
+                return 0
             log.error("post-processor exited (code %s); stopping (its GPIO lines are released: see the "
                       "README's wiring section for what the relays do then)", post.exitcode)
             code = 2 if post.exitcode == 2 else 1
             stop_event.set()
             break
-        if not read.is_alive():
-            if read.exitcode == 0 and cfg.meter.replay_path is not None:
-                post.join()  # the replay is over; the post-processor drains and flushes
-                code = post.exitcode or 0
-                log.info("replay done; exit %d", code)
-                return code
+        if not read.is_alive() and not replay_read:
             log.error("reader exited (code %s); relays to safe state, stopping", read.exitcode)
             reader_failed.set()
             code = 1

@@ -23,8 +23,8 @@ from zoneinfo import ZoneInfo
 from app import __version__, logutil
 from app.config import Config
 from app.errors import ConfigError
-from app.records import STOPPED, ReaderStatus, Reading
-from app.sinks import Sink
+from app.records import END, STOPPED, ReaderStatus, Reading
+from app.sinks import Sink, SinkIncomplete
 
 log = logging.getLogger("app.pipeline")
 SINK_QUEUE = 10_000
@@ -38,13 +38,15 @@ TICK_S = 1.0
 class SinkWorker:
     """Runs one sink in its own thread behind a bounded queue (oldest dropped, counted)."""
 
-    def __init__(self, sink: Sink, maxsize: int = SINK_QUEUE, block_when_full: bool = False) -> None:
+    def __init__(self, sink: Sink, maxsize: int = SINK_QUEUE, block_when_full: bool = False,
+                 log_interval_s: float = 60.0) -> None:
         self.sink = sink
         self.block_when_full = block_when_full  # a replay has no real time to keep: wait, lose nothing
         self.q: queue_mod.Queue[tuple[str, tuple[Any, ...]]] = queue_mod.Queue(maxsize)
         self.dropped = 0
+        self.failed = False  # close() raised: data was left unwritten
         self.closing = threading.Event()
-        self.limited = logutil.RateLimited(log, 60.0)
+        self.limited = logutil.RateLimited(log, log_interval_s)
         self.thread = threading.Thread(target=self._run, name=f"sink-{sink.name}", daemon=True)
         self.thread.start()
 
@@ -88,11 +90,16 @@ class SinkWorker:
     def _call(self, method: str, args: tuple[Any, ...]) -> None:
         try:
             getattr(self.sink, method)(*args)
-        except Exception:  # one sink's bug must not stop the others; logged with traceback
-            self.limited.log(logging.ERROR, method, "sink %s failed in %s", self.sink.name, method)
-            log.debug("sink failure", exc_info=True)
+        except SinkIncomplete as exc:
+            self.failed = True
+            log.error("sink %s: %s", self.sink.name, exc)
+        except Exception:  # the top of this sink's thread: one sink's bug must not stop the others
             if method == "close":
+                self.failed = True
                 log.exception("sink %s failed to close", self.sink.name)
+            else:
+                self.limited.log(logging.ERROR, method, "sink %s failed in %s", self.sink.name, method,
+                                 exc_info=True)
 
     def request_close(self) -> None:
         """Ask the thread to finish what it holds, then close the sink (returns at once)."""
@@ -103,9 +110,9 @@ class SinkWorker:
             pass
 
     def join(self, timeout_s: float | None) -> bool:
-        """Wait for the thread to end; True if it did in time."""
+        """Wait for the thread to end; True if it did in time and its sink closed complete."""
         self.thread.join(timeout_s)
-        return not self.thread.is_alive()
+        return not self.thread.is_alive() and not self.failed
 
 
 def build_sinks(cfg: Config, on_command: Callable[[str, str], None] | None) -> list[Sink]:
@@ -143,7 +150,8 @@ class PostProcessor:
         replay = cfg.meter.replay_path is not None
         # A replay waits for slow sinks instead of dropping; its short queues flush within a SIGTERM.
         self.workers = [SinkWorker(s, REPLAY_SINK_QUEUE if replay else SINK_QUEUE,
-                                   block_when_full=replay and s.lossless) for s in built]
+                                   block_when_full=replay and s.lossless,
+                                   log_interval_s=cfg.general.log_interval) for s in built]
         self.readings = 0
         self.last_seq = 0
         self.gaps = 0
@@ -189,6 +197,19 @@ class PostProcessor:
         states = self.states
         for w in self.workers:
             w.submit("write", reading, states)
+
+    def dispatch(self, item: Any) -> Any:
+        """Handle one item off the reader's queue; returns END or STOPPED for those marks, else _NOTHING."""
+        if isinstance(item, Reading):
+            self.on_reading(item)
+        elif isinstance(item, list):  # a batch from a fast replay
+            for reading in item:
+                self.on_reading(reading)
+        elif isinstance(item, ReaderStatus):
+            self.on_status(item)
+        elif item is END or item == STOPPED:
+            return item
+        return _NOTHING
 
     def on_status(self, status: ReaderStatus) -> None:
         """Reader counters: remembered, logged now and then, handed to the sinks."""
@@ -247,7 +268,9 @@ class PostProcessor:
             left = None if deadline is None else max(0.05, deadline - time.monotonic())
             if not w.join(left):
                 finished = False
-                log.error("sink %s did not finish in time (%d items not written)", w.sink.name, w.q.qsize())
+                if w.thread.is_alive():
+                    log.error("sink %s did not finish in time (%d items not written)", w.sink.name,
+                              w.q.qsize())
         if self.controller is not None:
             self.controller.close()
         if self.trace is not None:
@@ -284,18 +307,12 @@ def run(cfg: Config, q: multiprocessing.Queue[Any], stop_event: Event, reader_fa
                 item = q.get(timeout=0.2)
             except queue_mod.Empty:
                 item = _NOTHING
-            if isinstance(item, Reading):
-                pp.on_reading(item)
-            elif isinstance(item, list):  # a batch from a fast replay
-                for reading in item:
-                    pp.on_reading(reading)
-            elif isinstance(item, ReaderStatus):
-                pp.on_status(item)
-            elif item is None:
+            mark = pp.dispatch(item)
+            if mark is END:
                 log.info("replay finished; flushing")
                 finished = True
                 break
-            elif item == STOPPED:  # the reader stopped on request and sent everything it had
+            if mark == STOPPED:  # the reader stopped on request and sent everything it had
                 break
             now = time.monotonic()
             if now >= next_tick:
@@ -331,12 +348,5 @@ def _drain(q: multiprocessing.Queue[Any], pp: PostProcessor, deadline: float) ->
             item = q.get(timeout=0.05)
         except queue_mod.Empty:
             continue
-        if item == STOPPED:
-            return
-        if isinstance(item, Reading):
-            pp.on_reading(item)
-        elif isinstance(item, list):
-            for reading in item:
-                pp.on_reading(reading)
-        elif item is None:
+        if pp.dispatch(item) is not _NOTHING:
             return

@@ -23,45 +23,21 @@ from zoneinfo import ZoneInfo
 from app import logutil
 from app.config import Config, MeterConfig
 from app.errors import ChecksumError, DecryptionError, ProtocolError
-from app.framing import Frame, Framer
-from app.framing.dsmr import DsmrFramer
-from app.protocols import Decoder
-from app.protocols.dsmr import DsmrDecoder
+from app.framing import Frame
+from app.framing.auto import make_framer
+from app.protocols.route import FrameDecoder
 from app.records import END, STOPPED, ReaderStatus, Reading
 from app.transport.source import AUTO_CANDIDATES, ByteSource, ReplaySource, SerialSource, SourceError
 
 log = logging.getLogger("app.reader")
 STATUS_EVERY_S = 5.0
 AUTO_BAUD_WINDOW_S = 12.0  # a DSMR 2.2 meter sends every 10 s
+MAX_REASONS = 32  # distinct reject reasons kept in the counters; the rest count as "other"
 
 
-def make_framer(protocol: str, max_frame: int) -> Framer:
-    """The framer for `[meter] protocol` (DSMR alone stays light: no DLMS imports)."""
-    if protocol == "dsmr":
-        return DsmrFramer(max_frame)
-    from app.framing.auto import make_framer as make_other
-
-    return make_other(protocol, max_frame)
-
-
-class FrameDecoder:
-    """Routes frames to the DSMR or the DLMS decoder (the latter created on first use)."""
-
-    def __init__(self, meter: MeterConfig) -> None:
-        self.meter = meter
-        self.tz = ZoneInfo(meter.timezone)
-        self._dsmr = DsmrDecoder(self.tz)
-        self._dlms: Decoder | None = None
-
-    def decode(self, frame: Frame, received: datetime, seq: int) -> Reading:
-        """Decode one good frame into a Reading (raises ProtocolError)."""
-        if frame.kind == "dsmr":
-            return self._dsmr.decode(frame, received, seq)
-        if self._dlms is None:
-            from app.protocols.dlms import DlmsDecoder
-
-            self._dlms = DlmsDecoder(self.meter.key, self.meter.auth_key, self.meter.profile, self.tz)
-        return self._dlms.decode(frame, received, seq)
+def frame_decoder(meter: MeterConfig) -> FrameDecoder:
+    """The decoder for `[meter]`: its time zone, keys and DLMS profile."""
+    return FrameDecoder(ZoneInfo(meter.timezone), meter.key, meter.auth_key, meter.profile)
 
 
 @dataclass
@@ -105,7 +81,7 @@ class Reader:
         self._stop = stop
         self.counters = Counters()
         self.limited = logutil.RateLimited(log, cfg.general.log_interval)
-        self.decoder = FrameDecoder(cfg.meter)
+        self.decoder = frame_decoder(cfg.meter)
         self.framer = make_framer(cfg.meter.protocol, cfg.meter.max_frame)
         self.seq = 0
         self.protocol = ""
@@ -114,6 +90,7 @@ class Reader:
         self._last_status = 0.0
         self._source_factory = source_factory or self._open_serial
         self._replay_t0: tuple[datetime, float] | None = None
+        self.replay = cfg.meter.replay_path is not None
         # A replay as fast as possible sends a list of readings per chunk read: far fewer queue items.
         fast_replay = cfg.meter.replay_path is not None and cfg.meter.replay_speed <= 0
         self._batch: list[Reading] | None = [] if fast_replay else None
@@ -124,7 +101,7 @@ class Reader:
         """Count, decode and deliver frames."""
         for frame in frames:
             if not frame.ok:  # link checks say "<CRC|HCS|FCS|checksum> mismatch: calculated X, received Y"
-                self._reject(frame.reason, "crc" if frame.crc_ok is False or "mismatch" in frame.reason else "frame")
+                self._reject(frame.reason, "crc" if "mismatch" in frame.reason else "frame")
                 continue
             received = datetime.now(UTC)
             try:
@@ -166,12 +143,14 @@ class Reader:
         else:
             c.parse_errors += 1
         short = reason.split(":")[0][:60]
+        if short not in c.reasons and len(c.reasons) >= MAX_REASONS:
+            short = "other"
         c.reasons[short] = c.reasons.get(short, 0) + 1
         self.limited.warning(kind, "frame rejected: %s (%d rejected so far)", reason, c.frames_bad)
 
     def deliver(self, item: Any) -> None:
         """Put a reading on the queue; live: drop the oldest when full; replay: wait."""
-        if self.meter.replay_path is not None:
+        if self.replay:
             while not self._put(item, True):
                 if self._stop():
                     return
@@ -184,7 +163,7 @@ class Reader:
     def _pace(self, reading: Reading) -> None:
         """Replay at `replay_speed` x real time by the readings' meter timestamps."""
         speed = self.meter.replay_speed
-        if self.meter.replay_path is None or speed <= 0 or reading.meter_time is None:
+        if not self.replay or speed <= 0 or reading.meter_time is None:
             return
         if self._replay_t0 is None:
             self._replay_t0 = (reading.meter_time, time.monotonic())
@@ -306,7 +285,7 @@ def queue_putter(q: multiprocessing.Queue[Any]) -> Callable[[Any, bool], bool]:
             q.put_nowait(item)
             return True
         except queue_mod.Full:
-            if item is None or isinstance(item, ReaderStatus):
+            if isinstance(item, ReaderStatus):  # counters are resent soon: never drop a reading for them
                 return False
             try:
                 q.get(timeout=0.05)  # drop the oldest (the timeout lets the feeder thread catch up)
@@ -352,9 +331,14 @@ def run(cfg: Config, q: multiprocessing.Queue[Any], stop_event: Event, log_level
         raise SystemExit(1) from None
     if stop_event.is_set():
         # Say that nothing follows, then let the queue's feeder thread write out whole messages:
-        # a message cut short by exiting mid-write would hang the post-processor's read.
-        # (If the post-processor is gone and the pipe stays full, main kills us after its deadline.)
-        q.put(STOPPED)
+        # a message cut short by exiting mid-write would hang the post-processor's read. If no one
+        # reads any more (main or the post-processor gone), give up rather than hang on the pipe.
+        try:
+            q.put(STOPPED, timeout=0.5)
+        except queue_mod.Full:
+            q.cancel_join_thread()
+        if parent is not None and not parent.is_alive():
+            q.cancel_join_thread()
     q.close()
     q.join_thread()
     raise SystemExit(code)

@@ -27,7 +27,7 @@ BAD: dict[tuple[str, str], str] = {
     ("general", "log_level"): "loud",
     ("general", "log_interval"): "often",
     ("general", "stats_interval"): "0 s",
-    ("meter", "source"): "replay:",
+    ("meter", "source"): "replay:/nonexistent/capture.bin",
     ("meter", "protocol"): "modbus",
     ("meter", "baudrate"): "fast",
     ("meter", "serial_format"): "9X1",
@@ -172,3 +172,11 @@ def test_secret_in_a_bad_value_is_masked(capsys: pytest.CaptureFixture[str], tmp
     assert main(["-c", str(path), "--check-config"]) == 2
     err = capsys.readouterr().err
     assert "[meter] key = '***'" in err and "0011" not in err
+
+
+def test_source_urls_are_checked() -> None:
+    with pytest.raises(ConfigError, match=r"\[meter\] source = 'sockt://meter:2000': unknown URL scheme"):
+        config.loads("[meter]\nsource = sockt://meter:2000\n")
+    with pytest.raises(ConfigError, match=r"replay: needs a path"):
+        config.loads("[meter]\nsource = replay:\n")
+    assert config.loads("[meter]\nsource = socket://192.0.2.1:2000\n").meter.source.startswith("socket://")

@@ -131,3 +131,10 @@ def test_decode_tool_reports_rejects_on_stderr(tmp_path: Any) -> None:
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 1 and out.stdout == ""
     assert "CRC mismatch: calculated" in out.stderr and "received C4B0" in out.stderr
+
+
+def test_absurdly_long_numbers_stay_text_and_never_raise() -> None:
+    for body in (b"1-0:1.8.1(-" + b"1" * 5000 + b"*kWh)", b"1-0:1.8.1(" + b"1" * 5000 + b"*kWh)",
+                 b"0-1:24.3.0(1)(2)(3)(4)(5)(m3)\r\n(" + b"9" * 5000 + b")"):
+        r = parse_telegram(b"/X\r\n\r\n" + body + b"\r\n!\r\n", datetime.now(UTC), TZ)
+        assert all(isinstance(v.value, str) for v in r.values.values())

@@ -33,9 +33,9 @@ def check_crc(telegram: bytes) -> tuple[bool | None, str, str]:
         return False, "", ""
     digits = telegram[bang + 1 :]
     digits = digits[:-2] if digits.endswith(b"\r\n") else digits[:-1] if digits.endswith(b"\n") else digits
+    if not digits:  # DSMR 2.2/3 and D0: no CRC to check
+        return None, "", ""
     calculated = crc16_arc(telegram[: bang + 1])
-    if not digits:
-        return None, f"{calculated:04X}", ""
     received = digits.decode("latin-1")
     if len(digits) > 4 or not all(c in _HEX for c in digits):
         return False, f"{calculated:04X}", received

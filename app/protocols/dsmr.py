@@ -79,8 +79,8 @@ def _parse_timestamp(text: str, tz: ZoneInfo) -> datetime | None:
 
 
 def _number(text: str) -> float | int | None:
-    """A plain decimal number (digits, optional sign and point), else None."""
-    if not text.isascii():
+    """A plain decimal number (digits, optional sign and point), else None (kept as text)."""
+    if not text.isascii() or len(text) > 40:  # no meter sends 40 digits; int() refuses > 4300
         return None
     if text.isdigit():
         return int(text)
@@ -126,15 +126,12 @@ def _ref(raw: str) -> tuple[str, str, bool]:
     return hit
 
 
-def _single(ref: str, cde: str, group: str, tz: ZoneInfo) -> Value:
-    """The common case: one bracketed group."""
+def _single(ref: str, group: str, tz: ZoneInfo) -> Value:
+    """One bracketed group that is not a plain number: the telegram's timestamp, or an id/text."""
     text, star, unit = group.partition("*")
     if ref in _TS_REFS:
         return Value(text, unit or None, parse_timestamp(text, tz))
-    if cde.startswith(_TEXT_CD):
-        return Value(text, unit if star else None, text=_hex_text(text))
-    num = _number(text)
-    return Value(text if num is None else num, unit if star else None)
+    return Value(text, unit if star else None, text=_hex_text(text))
 
 
 def _parse_lines_slow(body: str, values: dict[str, Value], tz: ZoneInfo) -> None:
@@ -221,7 +218,7 @@ def parse_telegram(
             if content.find("(", 1) < 0:  # one group: the common case, kept inline (hot path)
                 text, star, unit = content[1:-1].partition("*")
                 if plain:
-                    if text.replace(".", "", 1).isdigit():  # the usual 000123.456: no sign, no exponent
+                    if len(text) < 40 and text.replace(".", "", 1).isdigit():  # the usual 000123.456
                         try:
                             num: float | int | None = float(text) if "." in text else int(text)
                         except ValueError:  # non-ASCII digits such as '³'
@@ -230,7 +227,7 @@ def parse_telegram(
                         num = _number(text)
                     values[ref] = make_value(text if num is None else num, unit if star else None)
                 else:
-                    values[ref] = _single(ref, cde, content[1:-1], tz)
+                    values[ref] = _single(ref, content[1:-1], tz)
             else:
                 values[ref] = _value(ref, [_split(g) for g in _GROUP_RE.findall(content)], tz)
             if len(last) < 4096:

@@ -15,6 +15,10 @@ from datetime import datetime
 from app.records import ReaderStatus, Reading
 
 
+class SinkIncomplete(Exception):
+    """Raised by close() when a sink had to leave data unwritten (the exit code says so)."""
+
+
 class Sink:
     """Base class with no-op hooks; subclasses override what they need."""
 

@@ -24,7 +24,7 @@ from app.config import CsvConfig
 from app.logutil import RateLimited
 from app.obis import ENERGY_FIELDS, FIELD_NAMES
 from app.records import Reading
-from app.sinks import Sink
+from app.sinks import Sink, SinkIncomplete
 
 log = logging.getLogger("app.sinks.csv")
 LAST_VALUE_FIELDS = ENERGY_FIELDS | {"maximum_demand_month", "current_average_demand"}
@@ -148,29 +148,32 @@ class CsvSink(Sink):
         if not self.pending:
             return
         by_day: dict[str, list[str]] = {}
-        order: list[str] = []
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
             for day, values, gas_time, relays, start in self.pending:
-                cols = self._columns(day, values, gas_time)
-                if day not in by_day:
-                    by_day[day] = []
-                    order.append(day)
-                by_day[day].append(self._line(cols, start, values, gas_time, relays))
-            for day in order:
-                self._append(day, by_day[day], sync)
+                lines = by_day.get(day)
+                if lines is None:
+                    lines = by_day[day] = []
+                lines.append(self._line(self._columns(day, values, gas_time), start, values, gas_time, relays))
+            for day, lines in by_day.items():  # oldest day first; each day's rows go in one write
+                self._append(day, lines, sync)
+                self.pending = [row for row in self.pending if row[0] != day]  # never written twice
+                self.rows_written += len(lines)
         except OSError as exc:
             self._failing = True
             self.limited.error("write", "cannot write CSV to %s: %s; holding %d rows and retrying",
                                self.dir, exc, len(self.pending))
             return
+        finally:
+            for old in sorted(self.headers)[:-3]:  # keep the columns of the last few days only
+                if old not in by_day:
+                    del self.headers[old]
         if self._failing:
             log.info("CSV writing resumed in %s", self.dir)
             self._failing = False
-        self.rows_written += len(self.pending)
-        self.pending.clear()
 
     def _columns(self, day: str, values: Mapping[str, float], gas_time: datetime | None) -> list[str]:
+        """The columns of a day file: its existing header, or those of its first row."""
         cols = self.headers.get(day)
         if cols is None:
             cols = self._existing_header(day)
@@ -180,29 +183,35 @@ class CsvSink(Sink):
                     present.append("gas_timestamp")
                 cols = ["timestamp", *present, *(f"relay_{n}" for n in self.relay_names)]
             self.headers[day] = cols
-            for old in sorted(self.headers)[:-3]:  # keep the last few days only
-                del self.headers[old]
         return cols
 
     def _path(self, day: str) -> Path:
         return self.dir / f"{day}.csv"
 
     def _existing_header(self, day: str) -> list[str] | None:
-        """Columns of a day file written before a restart; repairs a torn last line."""
+        """Columns of a day file written before a restart; cuts off a torn last row (power cut)."""
         path = self._path(day)
         if not path.exists() or path.stat().st_size == 0:
             return None
         with path.open("rb+") as fh:
-            data = fh.read()
-            if not data.endswith(b"\n"):
-                cut = data.rfind(b"\n") + 1
-                fh.truncate(cut)
+            header = fh.readline()
+            size = fh.seek(0, os.SEEK_END)
+            fh.seek(size - 1)
+            if fh.read(1) != b"\n":
+                pos = size
+                while pos > 0:  # back to the last complete row, a block at a time
+                    step = min(4096, pos)
+                    fh.seek(pos - step)
+                    cut = fh.read(step).rfind(b"\n")
+                    if cut >= 0:
+                        pos = pos - step + cut + 1
+                        break
+                    pos -= step
+                fh.truncate(pos)
                 log.warning("%s ended in a partial row (power cut?); cut it off", path)
-                data = data[:cut]
-        if not data:
-            return None
-        header = data.split(b"\n", 1)[0].decode("utf-8").rstrip("\r")
-        return header.split(self.cfg.delimiter)
+                if pos == 0:
+                    return None
+        return header.decode("utf-8").rstrip("\r\n").split(self.cfg.delimiter)
 
     def _line(self, cols: list[str], start: datetime, values: Mapping[str, float],
               gas_time: datetime | None, relays: Mapping[str, bool]) -> str:
@@ -226,7 +235,7 @@ class CsvSink(Sink):
         new = not path.exists() or path.stat().st_size == 0
         payload = "".join(lines)
         if new:
-            payload = self.cfg.delimiter.join(self.headers[day]) + "\n" + payload
+            payload = self.cfg.delimiter.join(self.headers[day]) + "\n" + payload  # set by _columns
         data = payload.encode("utf-8")
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
@@ -253,4 +262,4 @@ class CsvSink(Sink):
             self.current = None
         self.flush(sync=True)
         if self.pending:
-            log.error("CSV: %d rows could not be written at shutdown", len(self.pending))
+            raise SinkIncomplete(f"{len(self.pending)} CSV rows could not be written at shutdown")

@@ -24,7 +24,8 @@ AUTO_CANDIDATES: dict[str, tuple[tuple[int, str], ...]] = {
     "auto": ((115200, "8N1"), (9600, "7E1"), (2400, "8E1"), (2400, "8N1")),
 }
 
-SourceError = (serial.SerialException, OSError)
+_STRIP_PARITY = bytes(b & 0x7F for b in range(256))
+SourceError = (serial.SerialException, OSError, ValueError)  # ValueError: a URL pyserial rejects
 
 
 class ByteSource(Protocol):
@@ -57,8 +58,7 @@ class SerialSource:
         """Read what is waiting (at least one byte or the timeout)."""
         data: bytes = self.port.read(self.port.in_waiting or 1)
         if self.seven_bit and data:
-            # Some USB cables hand 7E1 bytes over with the parity bit still set.
-            data = bytes(b & 0x7F for b in data)
+            data = data.translate(_STRIP_PARITY)  # some USB cables hand 7E1 bytes over with the parity bit
         return data
 
     def close(self) -> None:
@@ -67,18 +67,15 @@ class SerialSource:
 
 
 class ReplaySource:
-    """A captured byte stream, read in chunks; `exhausted` once the file is read."""
+    """A captured byte stream, read in chunks."""
 
     def __init__(self, path: str, chunk_size: int = 4096) -> None:
         self.fh = open(path, "rb")  # noqa: SIM115 - closed in close()
         self.chunk_size = chunk_size
-        self.exhausted = False
 
     def read_some(self) -> bytes:
-        """Next chunk of the file."""
-        data = self.fh.read(self.chunk_size)
-        if not data:
-            self.exhausted = True
+        """Next chunk of the file (b'' at the end)."""
+        data: bytes = self.fh.read(self.chunk_size)
         return data
 
     def close(self) -> None:
