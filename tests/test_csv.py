@@ -105,3 +105,36 @@ def test_file_size_limit_is_logged_held_and_resumed(tmp_path: Path, caplog: pyte
     s.close()
     lines = (tmp_path / "2026-06-21.csv").read_text().splitlines()
     assert len(lines) == 11 and all(line.count(",") == 2 for line in lines)
+
+
+def test_one_flush_spanning_many_days_writes_every_day_once(tmp_path: Path) -> None:
+    s = _sink(tmp_path, interval=3600.0, flush_interval=3600.0)
+    for h in range(24 * 6):  # six days of hourly rows in one flush (a fast replay)
+        s.write(_reading(T0 + timedelta(hours=h), total_consumption_day=float(h)), {"boiler": False})
+    s.close()
+    files = sorted(tmp_path.glob("*.csv"))
+    assert len(files) == 7
+    rows = [line for f in files for line in f.read_text().splitlines()[1:]]
+    assert len(rows) == 24 * 6 and len(set(rows)) == len(rows)
+
+
+def test_a_flush_failing_on_the_second_day_does_not_repeat_the_first(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    s = _sink(tmp_path, interval=0.0)
+    late = datetime(2026, 6, 21, 21, 59, 58, tzinfo=UTC)  # 23:59:58 local
+    s.write(_reading(late, l1_voltage=230.0), {})
+    s.write(_reading(late + timedelta(seconds=4), l1_voltage=231.0), {})  # the next local day
+    real_append = CsvSink._append
+
+    def failing_append(self: CsvSink, day: str, lines: list[str], sync: bool) -> None:
+        if day == "2026-06-22":
+            raise OSError(28, "No space left on device")
+        real_append(self, day, lines, sync)
+
+    monkeypatch.setattr(CsvSink, "_append", failing_append)
+    s.flush()
+    assert [row[0] for row in s.pending] == ["2026-06-22"]  # the first day is written and gone
+    monkeypatch.setattr(CsvSink, "_append", real_append)
+    s.close()
+    assert len((tmp_path / "2026-06-21.csv").read_text().splitlines()) == 2
+    assert len((tmp_path / "2026-06-22.csv").read_text().splitlines()) == 2
