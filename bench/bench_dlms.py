@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -13,24 +12,13 @@ from zoneinfo import ZoneInfo
 from app.framing.hdlc import HdlcFramer, crc16_x25
 from app.protocols import security
 from app.protocols.dlms import DlmsDecoder
+from bench.bench_dsmr import best_rates
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "dlms"
 KEY = bytes.fromhex("000102030405060708090A0B0C0D0E0F")
 AUTH_KEY = bytes.fromhex("D0D1D2D3D4D5D6D7D8D9DADBDCDDDEDF")
 TITLE = bytes.fromhex("4149444F4E000001")
 IM350_KEY = bytes.fromhex("612888F59306A7855AC5C08CB3A96B39")
-
-
-def best_rates(fns: list[Callable[[], object]], rounds: int, batch: int) -> list[float]:
-    """Calls per second of each function: best of `rounds` interleaved batches (fair under load)."""
-    best = [0.0] * len(fns)
-    for _ in range(rounds):
-        for i, fn in enumerate(fns):
-            t0 = time.perf_counter()
-            for _ in range(batch):
-                fn()
-            best[i] = max(best[i], batch / (time.perf_counter() - t0))
-    return best
 
 
 def _hdlc(info: bytes) -> bytes:
