@@ -12,6 +12,7 @@ from app import config
 from app.reader import Reader, queue_putter
 from app.records import END, ReaderStatus, Reading
 from app.simulator import BRUSSELS, SimulatedMeter
+from tests.conftest import FIXTURES
 
 
 def _telegrams(n: int, step_s: float = 1.0) -> bytes:
@@ -52,3 +53,35 @@ def test_fast_replay_batches_and_loses_nothing(tmp_path: Path) -> None:
     batches = [i for i in items if isinstance(i, list)]
     assert sum(len(b) for b in batches) == 300 and len(batches) < 300
     assert items[-1] is END
+
+
+def test_auto_baud_rate_finds_a_dsmr22_meter_on_a_real_pty(tmp_path: Path, monkeypatch: Any) -> None:
+    import termios
+    import threading
+
+    from app import reader as reader_mod
+    from tests.appliance import Pty
+
+    monkeypatch.setattr(reader_mod, "AUTO_BAUD_WINDOW_S", 0.6)
+    pty = Pty(tmp_path / "ttyUSB0")
+    cfg = config.loads(f"[meter]\nsource = {tmp_path / 'ttyUSB0'}\nprotocol = dsmr\nbaudrate = auto\n")
+    got: list[Any] = []
+    stop = threading.Event()
+    reader = Reader(cfg, lambda item, wait: got.append(item) or True, stop.is_set)
+    thread = threading.Thread(target=reader.run, daemon=True)
+    thread.start()
+    telegram = (FIXTURES / "dsmr" / "iskra_mt382_dsmr2.2_1.txt").read_bytes()
+    deadline = time.monotonic() + 10
+    try:
+        # The "meter" only makes sense at 9600 baud, as a DSMR 2.2 meter; at other settings the line is noise.
+        while not any(isinstance(i, Reading) for i in got) and time.monotonic() < deadline:
+            speed = termios.tcgetattr(pty.slave)[4]
+            pty.write(telegram if speed == termios.B9600 else b"\x00\xff" * 100)
+            time.sleep(0.1)
+    finally:
+        stop.set()
+        thread.join(5)
+        pty.close()
+    readings = [i for i in got if isinstance(i, Reading)]
+    assert readings and readings[0].header == "ISk5\\2MT382-1003"
+    assert reader.meter.baudrate == "auto"
