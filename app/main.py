@@ -151,7 +151,12 @@ def run(cfg: config_mod.Config) -> int:
         if not replay_read and not read.is_alive() and read.exitcode == 0 and cfg.meter.replay_path:
             replay_read = True
         if not post.is_alive():
-            if replay_read and post.exitcode == 0:
+            if post.exitcode == 0 and cfg.meter.replay_path is not None:
+                # The post-processor ends by itself only after the replay's END: the reader sent
+                # everything and may just be finishing its queue.
+                read.join(STOP_TIMEOUT_S)
+                if read.is_alive():
+                    read.kill()
                 log.info("replay done; exit 0")
                 return 0
             log.error("post-processor exited (code %s); stopping (its GPIO lines are released: see the "
