@@ -148,7 +148,8 @@ def run(cfg: config_mod.Config) -> int:
         if stopping:
             log.info("%s: stopping", stopping[0])
             break
-        if not replay_read and not read.is_alive() and read.exitcode == 0 and cfg.meter.replay_path:
+        reader_alive = read.is_alive()  # once per round: the reader may end between two checks
+        if not reader_alive and read.exitcode == 0 and cfg.meter.replay_path is not None:
             replay_read = True
         if not post.is_alive():
             if post.exitcode == 0 and cfg.meter.replay_path is not None:
@@ -164,7 +165,7 @@ def run(cfg: config_mod.Config) -> int:
             code = 2 if post.exitcode == 2 else 1
             stop_event.set()
             break
-        if not read.is_alive() and not replay_read:
+        if not reader_alive and not replay_read:
             log.error("reader exited (code %s); relays to safe state, stopping", read.exitcode)
             reader_failed.set()
             code = 1

@@ -15,9 +15,8 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from multiprocessing.synchronize import Event
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from app import __version__, logutil
@@ -25,6 +24,9 @@ from app.config import Config
 from app.errors import ConfigError
 from app.records import END, STOPPED, ReaderStatus, Reading
 from app.sinks import Sink, SinkIncomplete
+
+if TYPE_CHECKING:  # gpiozero is imported by the post-processor only when relays are configured
+    from app.control.controller import Controller, SwitchEvent
 
 log = logging.getLogger("app.pipeline")
 SINK_QUEUE = 10_000
@@ -140,7 +142,7 @@ class PostProcessor:
     def __init__(self, cfg: Config, sinks: list[Sink] | None = None, pin_factory: Any = None) -> None:
         self.cfg = cfg
         self.commands: queue_mod.SimpleQueue[tuple[str, str]] = queue_mod.SimpleQueue()
-        self.controller: Any = None
+        self.controller: Controller | None = None
         if cfg.relays:
             from app.control.controller import Controller
 
@@ -169,18 +171,18 @@ class PostProcessor:
     @property
     def states(self) -> dict[str, bool]:
         """Relay states now."""
-        return dict(self.controller.states) if self.controller is not None else {}
+        return self.controller.states if self.controller is not None else {}  # a fresh dict
 
     def start(self) -> None:
         """Relays to their safe state."""
         if self.controller is not None:
             self._broadcast(self.controller.start(), "start")
 
-    def _broadcast(self, events: list[Any], reason: str) -> None:
+    def _broadcast(self, events: list[SwitchEvent], reason: str) -> None:
         if not events:
             return
         states = self.states
-        at = events[-1].at if hasattr(events[-1], "at") else datetime.now(UTC)
+        at = events[-1].at
         for w in self.workers:
             w.submit("relay_event", states, at, reason)
 
