@@ -18,24 +18,8 @@ sys.path.insert(0, str(BENCH.parent))
 MODULES = ["bench_dsmr", "bench_dlms", "bench_pipeline", "bench_influx"]
 
 
-FINDINGS = """
-## What profiling found (and what was changed)
+FINDINGS = BENCH / "FINDINGS.md"  # what profiling found; appended to every RESULTS.md
 
-Measured with cProfile and per-thread CPU from /proc while the targets were still missed (one day of telegrams
-first took 42 s, and a fast replay with the default `flush_interval` wrote no CSV at all):
-
-| cause | fix | effect |
-|---|---|---|
-| CSV rows held in memory until `flush_interval` (212–368 MB) and a 1.5 s close budget at the end of a replay | flush every 5000 rows; lossless sinks are waited for in a replay; no time limit at the end of a replay; a sink that cannot finish sets exit 1 | every row written, post-processor peak ~50 MB |
-| an fsync every few thousand CSV rows | fsync at most once per `flush_interval` and at close | one day 26 s → 13 s standalone |
-| the garbage collector walking every imported module while readings were unpickled | `gc.freeze()` after start-up in each process (and before the fork) | unpickling 85 → 40 µs per reading |
-| DSMR parse hot path (regex per value, a frozen dataclass per value, timestamps and ids parsed again every telegram) | one `findall` per telegram, NamedTuple values built with `tuple.__new__`, cached OBIS lookups, timestamps, hex ids and unchanged lines | 1,000 → ~10,000 telegrams/s |
-| pickling a `Reading` (a NamedTuple per value, a tzinfo per timestamp) | values sent as plain tuples, one shared tzinfo per UTC offset, batches of readings per queue item in a fast replay | dump 87 → 40 µs |
-| control computing ~45 quantities per reading | only the quantities the conditions name | 27 → 3 µs |
-
-Memory: influxdb-client is the largest single cost (about 30 MB of the post-processor's RSS, 747 modules); the
-memory run lasts a few minutes rather than ten so that `make bench` stays under ten minutes (its PSS curve is flat).
-"""
 
 
 def machine() -> str:
@@ -86,7 +70,8 @@ def main() -> int:
         "Every figure below was measured in this one run, peers side by side with ours.",
         "",
     ]
-    Path(args.out).write_text("\n".join(head) + "\n".join(sections) + FINDINGS)
+    findings = "\n" + FINDINGS.read_text() if FINDINGS.exists() else ""
+    Path(args.out).write_text("\n".join(head) + "\n".join(sections) + findings)
     print(f"bench: wrote {args.out}")
     return 0
 
