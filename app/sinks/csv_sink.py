@@ -49,7 +49,7 @@ class Interval:
         self.sums: dict[str, float] = {}
         self.counts: dict[str, int] = {}
         self.gas_time: datetime | None = None
-        self.relays: dict[str, bool] = {}
+        self.relays: Mapping[str, bool] = {}
 
     def add(self, reading: Reading, relays: Mapping[str, bool]) -> None:
         """Fold one reading into the row."""
@@ -61,7 +61,7 @@ class Interval:
                 self.counts[name] = self.counts.get(name, 0) + 1
         if reading.gas_time is not None:
             self.gas_time = reading.gas_time
-        self.relays = dict(relays)
+        self.relays = relays  # a fresh dict per reading from the post-processor, never mutated
 
     def values(self) -> dict[str, float]:
         """The row's field values."""
@@ -82,7 +82,7 @@ class CsvSink(Sink):
         self.relay_names = list(relay_names)
         self.dir = Path(cfg.directory)
         self.current: Interval | None = None
-        self.pending: list[tuple[str, dict[str, float], datetime | None, dict[str, bool], datetime]] = []
+        self.pending: list[tuple[str, dict[str, float], datetime | None, Mapping[str, bool], datetime]] = []
         self.headers: dict[str, list[str]] = {}  # day -> columns of that file
         self.last_flush = time.monotonic()
         self.last_sync = self.last_flush
