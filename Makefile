@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 SERVER_BINS := /usr/bin/influxd /usr/bin/victoria-metrics /usr/sbin/mosquitto /usr/bin/supervisord
 SERVER_PKGS := influxdb victoria-metrics mosquitto supervisor
 
-.PHONY: venv servers test lint demo bench clean
+.PHONY: venv servers check-tree test lint demo bench clean
 
 venv: $(STAMP)
 
@@ -31,7 +31,12 @@ lint: venv
 	$(BIN)/ruff check app tests bench
 	$(BIN)/mypy app
 
-test: venv servers lint
+# Nothing built may be tracked: a committed venv breaks every clone on another machine or path.
+check-tree:
+	@built=$$(git ls-files 2>/dev/null | grep -E '(^|/)(\.venv|venv|node_modules|__pycache__|\.mypy_cache|\.ruff_cache|\.hypothesis|\.pytest_cache|demo-data)/' | head -3); \
+	if [ -n "$$built" ]; then echo "built files are tracked by git (e.g. $$built): git rm -r --cached them"; exit 1; fi
+
+test: check-tree venv servers lint
 	$(BIN)/python -m pytest -p no:cacheprovider -q --timeout=300 tests
 
 demo: venv

@@ -20,6 +20,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from app.control.conditions import Condition, parse_condition
 from app.errors import ConfigError
+from app.store.settings import HistoryConfig, parse_history
+from app.tariffs.settings import TariffConfig, parse_tariff
+from app.web.settings import WebConfig, parse_web
 
 T = TypeVar("T")
 SECRET_KEYS = frozenset({"token", "password", "key", "auth_key"})
@@ -248,7 +251,10 @@ class TranslateConfig:
 
 @dataclass(frozen=True)
 class Config:
-    """The whole resolved configuration."""
+    """The whole resolved configuration.
+
+    Sections owned by other parts (history, tariffs, web) are parsed by the module next to
+    their code and registered in `_SECTIONS` / `_PREFIXED` below: one line each."""
 
     path: str
     general: GeneralConfig
@@ -259,13 +265,18 @@ class Config:
     influxdb: InfluxConfig
     mqtt: MqttConfig
     mqtt_translate: TranslateConfig
+    history: HistoryConfig = field(default_factory=HistoryConfig)
+    tariff: TariffConfig = field(default_factory=TariffConfig)
+    tariffs: tuple[TariffConfig, ...] = ()  # [tariff:NAME] sections, for comparison
+    web: WebConfig = field(default_factory=WebConfig)
 
 
 # ---------------------------------------------------------------- section reader
 
 
-class _Section:
-    """Typed access to one INI section that remembers which keys were read."""
+class Section:
+    """Typed access to one INI section that remembers which keys were read (section parsers
+    living beside their code take one of these)."""
 
     def __init__(self, name: str, items: Mapping[str, str]) -> None:
         self.name = name
@@ -449,7 +460,7 @@ def _condition(s: str) -> Condition | None:
 # ---------------------------------------------------------------- sections
 
 
-def _general(sec: _Section) -> GeneralConfig:
+def _general(sec: Section) -> GeneralConfig:
     return GeneralConfig(
         log_level=sec.choice("log_level", "info", ("debug", "info", "warning", "error")).upper(),
         log_interval=sec.duration("log_interval", 60.0, lo=1.0),
@@ -457,7 +468,7 @@ def _general(sec: _Section) -> GeneralConfig:
     )
 
 
-def _meter(sec: _Section) -> MeterConfig:
+def _meter(sec: Section) -> MeterConfig:
     protocol = sec.choice("protocol", "auto", ("auto", "dsmr", "dlms"))
     key = sec.get("key", None, parse_hex_key, env="SMARTMETER_KEY")
     profile = sec.get("profile", "auto", _profile)
@@ -479,7 +490,7 @@ def _meter(sec: _Section) -> MeterConfig:
     )
 
 
-def _control(sec: _Section) -> ControlConfig:
+def _control(sec: Section) -> ControlConfig:
     return ControlConfig(
         settle=sec.duration("settle", 15.0),
         stale_after=sec.duration("stale_after", 30.0, lo=1.0),
@@ -487,7 +498,7 @@ def _control(sec: _Section) -> ControlConfig:
     )
 
 
-def _relay(sec: _Section, name: str) -> RelayConfig:
+def _relay(sec: Section, name: str) -> RelayConfig:
     if not re.match(r"^[A-Za-z0-9_-]+$", name):
         raise ConfigError(
             f"[{sec.name}]: relay name {name!r} may only hold letters, digits, _ and -", sec.name
@@ -527,7 +538,7 @@ def _on_off(s: str) -> bool:
     raise ValueError("expected on or off")
 
 
-def _csv(sec: _Section) -> CsvConfig:
+def _csv(sec: Section) -> CsvConfig:
     cfg = CsvConfig(
         enabled=sec.flag("enabled", False),
         directory=sec.get("directory", CsvConfig.directory, _non_empty),
@@ -551,7 +562,7 @@ def _decimal(s: str) -> str:
     return s
 
 
-def _influx(sec: _Section) -> InfluxConfig:
+def _influx(sec: Section) -> InfluxConfig:
     cfg = InfluxConfig(
         enabled=sec.flag("enabled", False),
         url=sec.get("url", InfluxConfig.url, _url),
@@ -581,7 +592,7 @@ def _positive_size(s: str) -> int:
     return v
 
 
-def _mqtt(sec: _Section) -> MqttConfig:
+def _mqtt(sec: Section) -> MqttConfig:
     cfg = MqttConfig(
         enabled=sec.flag("enabled", False),
         host=sec.get("host", "localhost", _non_empty),
@@ -617,7 +628,7 @@ def _topic_prefix(s: str) -> str:
     return s
 
 
-def _translate(sec: _Section) -> TranslateConfig:
+def _translate(sec: Section) -> TranslateConfig:
     return TranslateConfig(
         enabled=sec.flag("enabled", False),
         datacollector_topics=sec.get(
@@ -628,7 +639,7 @@ def _translate(sec: _Section) -> TranslateConfig:
     )
 
 
-_SECTIONS: dict[str, Callable[[_Section], Any]] = {
+_SECTIONS: dict[str, Callable[[Section], Any]] = {
     "general": _general,
     "meter": _meter,
     "control": _control,
@@ -636,6 +647,13 @@ _SECTIONS: dict[str, Callable[[_Section], Any]] = {
     "influxdb": _influx,
     "mqtt": _mqtt,
     "mqtt_translate": _translate,
+    "history": parse_history,
+    "tariff": lambda sec: parse_tariff(sec, ""),
+    "web": parse_web,
+}
+# [prefix:NAME] sections other than relays: prefix -> (parser taking the section and NAME, Config field)
+_PREFIXED: dict[str, tuple[Callable[[Section, str], Any], str]] = {
+    "tariff": (parse_tariff, "tariffs"),
 }
 
 
@@ -676,19 +694,25 @@ def from_parser(
             parser.set(section, k, v)
     built: dict[str, Any] = {}
     relays: list[RelayConfig] = []
+    prefixed: dict[str, list[Any]] = {attr: [] for _p, attr in _PREFIXED.values()}
     for name in parser.sections():
-        sec = _Section(name, parser[name])
+        sec = Section(name, parser[name])
+        prefix, colon, suffix = name.partition(":")
         if name.startswith("relay:"):
             relays.append(_relay(sec, name[len("relay:"):].strip()))
+        elif colon and prefix in _PREFIXED:
+            parse, attr = _PREFIXED[prefix]
+            prefixed[attr].append(parse(sec, suffix.strip()))
         elif name in _SECTIONS:
             built[name] = _SECTIONS[name](sec)
         else:
-            known = ", ".join([*_SECTIONS, "relay:NAME"])
+            known = ", ".join([*_SECTIONS, "relay:NAME", *(f"{p}:NAME" for p in _PREFIXED)])
             raise ConfigError(f"[{name}]: unknown section (known: {known})", name)
         sec.check_unknown()
+    built.update({attr: tuple(items) for attr, items in prefixed.items()})
     for name, builder in _SECTIONS.items():
         if name not in built:
-            built[name] = builder(_Section(name, {}))
+            built[name] = builder(Section(name, {}))
     if built["mqtt_translate"].enabled and not built["mqtt"].enabled:
         raise ConfigError("[mqtt_translate] enabled = 'yes': needs [mqtt] enabled = yes (it uses that broker)",
                           "mqtt_translate", "enabled")
@@ -707,6 +731,9 @@ def redacted(cfg: Config) -> dict[str, dict[str, Any]]:
         if f.name == "relays":
             for relay in val:
                 out[f"relay:{relay.name}"] = _plain(relay)
+        elif f.name == "tariffs":
+            for tariff in val:
+                out[f"tariff:{tariff.name}"] = _plain(tariff)
         elif is_dataclass(val):
             out[f.name] = _plain(val)
     return out
