@@ -12,7 +12,7 @@ SERVER_PKGS := influxdb victoria-metrics mosquitto supervisor
 venv: $(STAMP)
 
 $(STAMP): requirements.txt requirements.dev.txt
-	$(PYTHON) -m venv $(VENV)
+	[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --disable-pip-version-check -r requirements.dev.txt
 	touch $(STAMP)
 
