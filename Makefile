@@ -3,9 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-# Debian packages the tests start for real: InfluxDB 1.x, VictoriaMetrics, Mosquitto, supervisor.
-SERVER_BINS := /usr/bin/influxd /usr/bin/victoria-metrics /usr/sbin/mosquitto /usr/bin/supervisord
-SERVER_PKGS := influxdb victoria-metrics mosquitto supervisor
+# Debian packages whose servers the tests start for real: see tools/test-servers.
 
 .PHONY: venv servers check-tree test lint demo bench clean
 
@@ -17,15 +15,7 @@ $(STAMP): requirements.txt requirements.dev.txt
 	touch $(STAMP)
 
 servers:
-	@missing=""; for b in $(SERVER_BINS); do [ -x $$b ] || missing="$$missing $$b"; done; \
-	if [ -n "$$missing" ]; then \
-	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    echo "installing$$missing"; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $(SERVER_PKGS) >/dev/null; \
-	  else \
-	    echo "missing:$$missing -- run: sudo apt-get install -y $(SERVER_PKGS) (tests needing them skip; with CI=true they fail)"; \
-	  fi; \
-	fi
+	@sh tools/test-servers
 
 lint: venv
 	$(BIN)/ruff check app tests bench
