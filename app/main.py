@@ -1,12 +1,14 @@
-"""Wiring only: arguments, config, logging, the two processes, signals and exit codes.
+"""Wiring only: arguments, config, logging, the child processes, signals and exit codes.
 
-Three processes: this one (main) only supervises; the reader and the post-processor are its
-children (fork context: main imports little, so the children start with only what they need).
-Main owns nothing that can hang, so it can always notice a child's death within a second,
-tell the other to go safe and exit non-zero for supervisor/systemd to restart us. The
-post-processor owns the relays, so it is the one that can still put them in their safe state
-when the reader dies; when the post-processor itself dies the kernel releases the GPIO lines
-(see the README's wiring section).
+This process (main) only supervises (app.supervision); the reader and the post-processor are
+its children (fork context: main imports little, so the children start with only what they
+need). Main owns nothing that can hang, so it can always notice a child's death or hang (no
+heartbeat) within seconds, tell the others to go safe and exit non-zero for supervisor/systemd
+to restart us; it feeds systemd's watchdog only while every child ticks. The post-processor owns
+the relays, so it is the one that can still put them in their safe state when the reader dies;
+when the post-processor itself dies the kernel releases the GPIO lines (see the README's wiring
+section). To add a child: one `Child(name, role, target, args)` line in `run`; its target takes
+a `Heartbeat` as last argument and calls `beat()` at least every 0.5 s.
 
 Exit codes: 0 clean stop or replay done, 1 a process died, 2 bad configuration or arguments.
 """
@@ -16,11 +18,9 @@ from __future__ import annotations
 import argparse
 import logging
 import multiprocessing
-import multiprocessing.connection
 import os
 import signal
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -30,9 +30,9 @@ if __package__ in (None, ""):  # run as `python app/main.py`
 from app import __version__, logutil
 from app import config as config_mod
 from app.errors import ConfigError
+from app.supervision import CONTROL, SOURCE, Child, Supervisor
 
 log = logging.getLogger("app.main")
-STOP_TIMEOUT_S = 1.9
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -50,6 +50,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--timezone", help="override [meter] timezone")
     p.add_argument("--replay", metavar="PATH", help="read a captured byte stream instead of the port")
     p.add_argument("--replay-speed", type=float, metavar="X", help="0 = as fast as possible, 1 = real time")
+    p.add_argument("--replay-relays", action="store_true",
+                   help="with --replay: drive the real relay pins (default: simulated, no pin is touched)")
     p.add_argument("--log-level", choices=("debug", "info", "warning", "error"), help="override [general] log_level")
     p.add_argument("--version", action="version", version=f"smartmeter {__version__}")
     return p.parse_args(argv)
@@ -101,8 +103,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"# {cfg.path}: OK")
         print(json.dumps(config_mod.redacted(cfg), indent=2, default=str))
         return 0
+    if args.replay_relays and cfg.meter.replay_path is None:
+        print("smartmeter: --replay-relays needs a replay (--replay PATH or source = replay:PATH)",
+              file=sys.stderr)
+        return 2
     logutil.setup(cfg.general.log_level)
-    return run(cfg)
+    return run(cfg, replay_relays=args.replay_relays)
 
 
 def _decode_config(args: argparse.Namespace) -> config_mod.Config:
@@ -113,76 +119,43 @@ def _decode_config(args: argparse.Namespace) -> config_mod.Config:
     return config_mod.loads("", overrides)
 
 
-def run(cfg: config_mod.Config) -> int:
-    """Start the post-processor and the reader, supervise them, stop them cleanly."""
+def run(cfg: config_mod.Config, replay_relays: bool = False) -> int:
+    """Start the children (post-processor, reader), supervise them, stop them cleanly."""
     # fork: the children share main's already-imported pages (lower PSS on a 512 MB Pi, fast start),
     # main has no threads yet, and each child builds its own clients after the fork.
     ctx = multiprocessing.get_context("fork")
+    replay = cfg.meter.replay_path is not None
     # A fast replay sends batches of about 70 readings per queue item: keep the bound in readings.
-    fast_replay = cfg.meter.replay_path is not None and cfg.meter.replay_speed <= 0
+    fast_replay = replay and cfg.meter.replay_speed <= 0
     q: multiprocessing.Queue[Any] = ctx.Queue(maxsize=max(4, cfg.meter.queue_size // 128) if fast_replay
                                               else cfg.meter.queue_size)
     stop_event = ctx.Event()
     reader_failed = ctx.Event()
     level = cfg.general.log_level
-    post = ctx.Process(target=_post_processor, args=(cfg, q, stop_event, reader_failed, level),
-                       name="post-processor")
-    read = ctx.Process(target=_reader, args=(cfg, q, stop_event, level), name="reader")
-    stopping: list[str] = []
+    simulate_relays = replay and not replay_relays  # a replay never touches a pin unless asked
+    children = [
+        Child("post-processor", CONTROL, _post_processor, (cfg, q, stop_event, reader_failed, level,
+                                                           simulate_relays), finishes=replay),
+        Child("reader", SOURCE, _reader, (cfg, q, stop_event, level), finishes=replay),
+    ]
+    sup = Supervisor(ctx, children, stop_event, reader_failed)
 
     def on_signal(signum: int, _frame: Any) -> None:
-        if not stopping:
-            stopping.append(signal.Signals(signum).name)
-            stop_event.set()
+        sup.request_stop(signal.Signals(signum).name)
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     log.info("smartmeter %s starting (config %s, source %s)", __version__, cfg.path, cfg.meter.source)
     logutil.settle_gc()  # before the fork: the children share these pages untouched
-    post.start()
-    read.start()
-    code = 0
-    replay_read = False  # a replay's reader finished cleanly: the post-processor drains and flushes
-    while True:
-        multiprocessing.connection.wait([read.sentinel, post.sentinel], timeout=0.25)
-        if stopping:
-            log.info("%s: stopping", stopping[0])
-            break
-        reader_alive = read.is_alive()  # once per round: the reader may end between two checks
-        if not reader_alive and read.exitcode == 0 and cfg.meter.replay_path is not None:
-            replay_read = True
-        if not post.is_alive():
-            if post.exitcode == 0 and cfg.meter.replay_path is not None:
-                # The post-processor ends by itself only after the replay's END: the reader sent
-                # everything and may just be finishing its queue.
-                read.join(STOP_TIMEOUT_S)
-                if read.is_alive():
-                    read.kill()
-                log.info("replay done; exit 0")
-                return 0
-            log.error("post-processor exited (code %s); stopping (its GPIO lines are released: see the "
-                      "README's wiring section for what the relays do then)", post.exitcode)
-            code = 2 if post.exitcode == 2 else 1
-            stop_event.set()
-            break
-        if not reader_alive and not replay_read:
-            log.error("reader exited (code %s); relays to safe state, stopping", read.exitcode)
-            reader_failed.set()
-            code = 1
-            break
-    deadline = time.monotonic() + STOP_TIMEOUT_S
-    for proc in (read, post):
-        proc.join(max(0.05, deadline - time.monotonic()))
-    for proc in (read, post):
-        if proc.is_alive():
-            log.error("%s did not stop in time; killing it", proc.name)
-            proc.kill()
-            proc.join(1.0)
-            code = code or 1
-    if code == 0 and post.exitcode not in (0, None):
-        code = 1
-    log.info("stopped (exit %d)", code)
-    return code
+    sup.start()
+    _close_queue_ends(q)  # main never reads or writes it: a child's EOF must not wait for main
+    return sup.run()
+
+
+def _close_queue_ends(q: multiprocessing.Queue[Any]) -> None:
+    """Close this process's copies of the queue's pipe (multiprocessing offers no public way)."""
+    for end in ("_reader", "_writer"):
+        getattr(q, end).close()
 
 
 def _reader(*args: Any) -> None:

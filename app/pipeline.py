@@ -24,6 +24,7 @@ from app.config import Config
 from app.errors import ConfigError
 from app.records import END, STOPPED, ReaderStatus, Reading
 from app.sinks import Sink, SinkIncomplete
+from app.supervision import TICK_EVERY_S, Heartbeat, main_watch, no_beat
 
 if TYPE_CHECKING:  # gpiozero is imported by the post-processor only when relays are configured
     from app.control.controller import Controller, SwitchEvent
@@ -35,14 +36,16 @@ _NOTHING = object()
 DRAIN_S = 0.5  # on SIGTERM: readings still on their way from the reader
 CLOSE_S = 1.1  # on SIGTERM: sinks flush in parallel within this (main's whole budget is 2 s)
 TICK_S = 1.0
+LAG_SANE_S = 3600.0  # a larger mean lag is a meter clock set wrong (or simulated), not transport delay
 
 
 class SinkWorker:
     """Runs one sink in its own thread behind a bounded queue (oldest dropped, counted)."""
 
     def __init__(self, sink: Sink, maxsize: int = SINK_QUEUE, block_when_full: bool = False,
-                 log_interval_s: float = 60.0) -> None:
+                 log_interval_s: float = 60.0, beat: Callable[[], None] = no_beat) -> None:
         self.sink = sink
+        self.beat = beat  # the caller's heartbeat, kept while it waits for room
         self.block_when_full = block_when_full  # a replay has no real time to keep: wait, lose nothing
         self.q: queue_mod.Queue[tuple[str, tuple[Any, ...]]] = queue_mod.Queue(maxsize)
         self.dropped = 0
@@ -55,8 +58,12 @@ class SinkWorker:
     def submit(self, method: str, *args: Any) -> None:
         """Queue a call; live it never blocks the caller (the oldest item is dropped and counted)."""
         if self.block_when_full:
-            self.q.put((method, args))
-            return
+            while True:
+                try:
+                    self.q.put((method, args), timeout=TICK_EVERY_S)
+                    return
+                except queue_mod.Full:
+                    self.beat()  # waiting for a slow sink is not a hang
         while True:
             try:
                 self.q.put_nowait((method, args))
@@ -139,21 +146,33 @@ def build_sinks(cfg: Config, on_command: Callable[[str, str], None] | None) -> l
 class PostProcessor:
     """Decisions and exports for each reading; independent of multiprocessing for tests."""
 
-    def __init__(self, cfg: Config, sinks: list[Sink] | None = None, pin_factory: Any = None) -> None:
+    def __init__(self, cfg: Config, sinks: list[Sink] | None = None, pin_factory: Any = None,
+                 simulate_relays: bool = False, beat: Callable[[], None] = no_beat) -> None:
+        """`simulate_relays`: gpiozero's MockFactory instead of real pins (a replay's default)."""
         self.cfg = cfg
         self.commands: queue_mod.SimpleQueue[tuple[str, str]] = queue_mod.SimpleQueue()
         self.controller: Controller | None = None
+        self.beat = beat
         if cfg.relays:
             from app.control.controller import Controller
 
+            if simulate_relays and pin_factory is None and not cfg.control.dry_run:
+                from gpiozero.pins.mock import MockFactory
+
+                pin_factory = MockFactory()
+                log.info("replay: relays simulated on mock pins, no real pin is touched "
+                         "(--replay-relays drives them)")
             self.controller = Controller(cfg.control, cfg.relays, pin_factory=pin_factory,
-                                         tz=ZoneInfo(cfg.meter.timezone))
+                                         tz=ZoneInfo(cfg.meter.timezone), simulated=simulate_relays)
         built = sinks if sinks is not None else build_sinks(cfg, self._on_command)
         replay = cfg.meter.replay_path is not None
+        self.live = not replay
         # A replay waits for slow sinks instead of dropping; its short queues flush within a SIGTERM.
         self.workers = [SinkWorker(s, REPLAY_SINK_QUEUE if replay else SINK_QUEUE,
                                    block_when_full=replay and s.lossless,
-                                   log_interval_s=cfg.general.log_interval) for s in built]
+                                   log_interval_s=cfg.general.log_interval, beat=beat) for s in built]
+        self.meters: dict[str, tuple[Reading, float]] = {}  # meter id -> first reading, monotonic time
+        self.announced: set[str] = set()
         self.readings = 0
         self.last_seq = 0
         self.gaps = 0
@@ -189,6 +208,8 @@ class PostProcessor:
     def on_reading(self, reading: Reading) -> None:
         """Control first, then hand the reading to every sink."""
         self.readings += 1
+        if reading.meter_id not in self.announced:
+            self._first_telegram(reading)
         if self.last_seq and reading.seq > self.last_seq + 1:
             self.gaps += reading.seq - self.last_seq - 1
         self.last_seq = reading.seq
@@ -213,6 +234,26 @@ class PostProcessor:
             return item
         return _NOTHING
 
+    def _first_telegram(self, reading: Reading) -> None:
+        """INFO as soon as data arrives: `first telegram from meter X (protocol, profile, interval)`,
+        the interval from the meter's second telegram (or "interval not known yet" after a minute)."""
+        first = self.meters.get(reading.meter_id)
+        if first is None:
+            if len(self.meters) > 64:  # a meter id per reading would be garbage: bounded anyway
+                self.meters.clear()
+            self.meters[reading.meter_id] = (reading, time.monotonic())
+            return
+        interval_s = (reading.time - first[0].time).total_seconds()
+        self._announce(first[0], f"every {interval_s:g} s" if interval_s > 0 else "interval not known yet")
+
+    def _announce(self, reading: Reading, interval: str) -> None:
+        self.announced.add(reading.meter_id)
+        self.meters.pop(reading.meter_id, None)
+        kind = "DLMS profile" if reading.protocol == "dlms" else "header"
+        log.info("first telegram from meter %s (%s, %s %s, %s) at meter time %s", reading.meter_id or "?",
+                 reading.protocol, kind, reading.header or "-", interval,
+                 reading.time.isoformat(timespec="seconds"))
+
     def on_status(self, status: ReaderStatus) -> None:
         """Reader counters: remembered, logged now and then, handed to the sinks."""
         self.status = status
@@ -222,6 +263,9 @@ class PostProcessor:
     def tick(self) -> None:
         """Once in a while: stale check, manual overrides, statistics."""
         now = time.monotonic()
+        for first, seen in list(self.meters.values()):
+            if now - seen >= 60.0:  # no second telegram within a minute: say so without the interval
+                self._announce(first, "interval not known yet")
         if self.controller is not None:
             self._broadcast(self.controller.check_stale(now), "stale")
             while True:
@@ -237,17 +281,28 @@ class PostProcessor:
             self._last_stats = now
             self.log_stats()
 
-    def log_stats(self) -> None:
-        """One status line: readings, gaps, reader counters, lag."""
+    def log_stats(self, final: bool = False) -> None:
+        """One status line: readings, gaps, reader counters, lag (live sources only)."""
         s = self.status
         if s is None:
             log.info("%d readings processed", self.readings)
             return
-        lag = f"{s.lag_mean_s:.2f} s mean, {s.lag_max_s:.2f} s max" if s.lag_mean_s is not None else "n/a"
+        lag = ""
+        if self.live and s.lag_mean_s is not None and s.lag_max_s is not None:
+            if abs(s.lag_mean_s) <= LAG_SANE_S:
+                lag = f"; lag {s.lag_mean_s:.2f} s mean, {s.lag_max_s:.2f} s max"
+            else:  # a simulated meter, or a meter clock set wrong: no transport lag to speak of
+                lag = f"; meter clock {s.lag_mean_s / 3600:+.1f} h off the wall clock"
         backlog = ", ".join(f"{w.sink.name} {w.q.qsize()}" for w in self.workers) or "none"
-        log.info("%d readings processed; reader: %d ok, %d rejected (%d CRC), %d dropped, %d gaps; lag %s; "
+        missing = s.frames_ok - s.dropped - self.readings
+        why = ""
+        if final and missing > 0:
+            why = f" ({missing} decoded but never received: the reader or main stopped first)"
+        elif final and missing < 0:
+            why = f" (the reader's last counters are {-missing} readings old)"
+        log.info("%d readings processed; reader: %d ok, %d rejected (%d CRC), %d dropped, %d gaps%s%s; "
                  "queue depth %d, sink backlog %s", self.readings, s.frames_ok, s.frames_bad, s.crc_errors,
-                 s.dropped, self.gaps, lag, self.queue_depth, backlog)
+                 s.dropped, self.gaps, why, lag, self.queue_depth, backlog)
 
     def safe(self, reason: str) -> None:
         """Every relay to its safe state now (shutdown, reader died)."""
@@ -267,6 +322,9 @@ class PostProcessor:
             w.request_close()
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         for w in self.workers:
+            while deadline is None and w.thread.is_alive():  # however long it takes, still ticking
+                self.beat()
+                w.thread.join(TICK_EVERY_S)
             left = None if deadline is None else max(0.05, deadline - time.monotonic())
             if not w.join(left):
                 finished = False
@@ -277,20 +335,25 @@ class PostProcessor:
             self.controller.close()
         if self.trace is not None:
             self.trace.close()
-        self.log_stats()
+        self.log_stats(final=True)
         return finished
 
 
 def run(cfg: Config, q: multiprocessing.Queue[Any], stop_event: Event, reader_failed: Event,
-        log_level: str) -> None:
+        log_level: str, simulate_relays: bool = False, heartbeat: Heartbeat | None = None) -> None:
     """Entry point of the post-processor process."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # main coordinates shutdown
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     logutil.setup(log_level)
     log.info("post-processor process started (pid %d)", os.getpid())
-    parent = multiprocessing.parent_process()
+    # Never hold the queue's write end here: a writer killed mid-message must give this process
+    # EOF, not a read that waits forever for the rest (main and the reader close theirs too).
+    getattr(q, "_writer").close()  # noqa: B009 (private: multiprocessing offers no public way)
+    main_gone = main_watch()
+    beat = heartbeat.beat if heartbeat is not None else no_beat
+    beat()
     try:
-        pp = PostProcessor(cfg)
+        pp = PostProcessor(cfg, simulate_relays=simulate_relays, beat=beat)
         pp.start()
         logutil.settle_gc()
     except ConfigError as exc:  # e.g. a spool directory that cannot be used
@@ -305,16 +368,28 @@ def run(cfg: Config, q: multiprocessing.Queue[Any], stop_event: Event, reader_fa
     next_tick = time.monotonic()
     try:
         while True:
+            beat()
             try:
                 item = q.get(timeout=0.2)
             except queue_mod.Empty:
                 item = _NOTHING
+            except (EOFError, OSError):  # every write end closed, maybe mid-message
+                if main_gone():
+                    reason, code = "main process died", 1
+                    log.error("main process is gone: relays to safe state")
+                elif stop_event.is_set() and not reader_failed.is_set():
+                    log.info("the reader's end of the queue closed while stopping")
+                else:
+                    reason, code = "reader process died", 1
+                    log.error("the reader's end of the queue closed: relays to safe state")
+                break
             mark = pp.dispatch(item)
             if mark is END:
                 log.info("replay finished; flushing")
                 finished = True
                 break
             if mark == STOPPED:  # the reader stopped on request and sent everything it had
+                reason, code = _stop_reason(main_gone, reason, code)
                 break
             now = time.monotonic()
             if now >= next_tick:
@@ -325,11 +400,12 @@ def run(cfg: Config, q: multiprocessing.Queue[Any], stop_event: Event, reader_fa
                     reason, code = "reader process died", 1
                     log.error("reader process died: relays to safe state")
                     break
-                if parent is not None and not parent.is_alive():
+                if main_gone():
                     reason, code = "main process died", 1
                     log.error("main process is gone: relays to safe state")
                     break
             if stop_event.is_set():
+                reason, code = _stop_reason(main_gone, reason, code)
                 if not reader_failed.is_set():
                     _drain(q, pp, deadline=time.monotonic() + DRAIN_S)
                 break
@@ -342,13 +418,24 @@ def run(cfg: Config, q: multiprocessing.Queue[Any], stop_event: Event, reader_fa
     raise SystemExit(code)
 
 
+def _stop_reason(main_gone: Callable[[], bool], reason: str, code: int) -> tuple[str, int]:
+    """A stop is a shutdown unless main is gone (the reader stops too when it sees that)."""
+    if main_gone():
+        log.error("main process is gone: relays to safe state")
+        return "main process died", 1
+    return reason, code
+
+
 def _drain(q: multiprocessing.Queue[Any], pp: PostProcessor, deadline: float) -> None:
     """Take what the reader still sends until its STOPPED mark (bounded in time): a shutdown loses
     nothing the reader had read."""
     while time.monotonic() < deadline:
+        pp.beat()
         try:
             item = q.get(timeout=0.05)
         except queue_mod.Empty:
             continue
+        except (EOFError, OSError):
+            return
         if pp.dispatch(item) is not _NOTHING:
             return

@@ -27,6 +27,7 @@ from app.framing import Frame
 from app.framing.auto import make_framer
 from app.protocols.route import FrameDecoder
 from app.records import END, STOPPED, ReaderStatus, Reading
+from app.supervision import Heartbeat, main_watch
 from app.transport.source import AUTO_CANDIDATES, ByteSource, ReplaySource, SerialSource, SourceError
 
 log = logging.getLogger("app.reader")
@@ -118,7 +119,7 @@ class Reader:
             self.seq += 1
             self.counters.frames_ok += 1
             self.protocol, self.header = reading.protocol, reading.header
-            lag = reading.lag_s
+            lag = None if self.replay else reading.lag_s  # a replay's lag is the capture's age
             if lag is not None:
                 c = self.counters
                 c.lag_sum_s += lag
@@ -300,23 +301,26 @@ def queue_putter(q: multiprocessing.Queue[Any]) -> Callable[[Any, bool], bool]:
     return put
 
 
-def run(cfg: Config, q: multiprocessing.Queue[Any], stop_event: Event, log_level: str) -> None:
-    """Entry point of the reader process."""
+def run(cfg: Config, q: multiprocessing.Queue[Any], stop_event: Event, log_level: str,
+        heartbeat: Heartbeat | None = None) -> None:
+    """Entry point of the reader process; every loop asks `stop()`, which is also its heartbeat."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # main coordinates shutdown
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     logutil.setup(log_level)
     log.info("reader process started (pid %d)", os.getpid())
-    parent = multiprocessing.parent_process()
+    main_gone = main_watch()
     put = queue_putter(q)
     last_check = [0.0]
 
     def stop() -> bool:
+        if heartbeat is not None:
+            heartbeat.beat()
         if stop_event.is_set():
             return True
         now = time.monotonic()
-        if parent is not None and now - last_check[0] > 0.5:
+        if now - last_check[0] > 0.5:
             last_check[0] = now
-            if not parent.is_alive():
+            if main_gone():
                 log.error("main process is gone; reader stops")
                 stop_event.set()
                 return True
@@ -334,10 +338,12 @@ def run(cfg: Config, q: multiprocessing.Queue[Any], stop_event: Event, log_level
         # a message cut short by exiting mid-write would hang the post-processor's read. If no one
         # reads any more (main or the post-processor gone), give up rather than hang on the pipe.
         try:
+            # the last counters first, so the figures logged at the stop add up
+            q.put(reader.counters.status(reader.connected, reader.protocol, reader.header), timeout=0.5)
             q.put(STOPPED, timeout=0.5)
         except queue_mod.Full:
             q.cancel_join_thread()
-        if parent is not None and not parent.is_alive():
+        if main_gone():
             q.cancel_join_thread()
     q.close()
     q.join_thread()

@@ -70,7 +70,7 @@ class Appliance:
     @staticmethod
     def environment(extra: dict[str, str] | None = None) -> dict[str, str]:
         """The environment: gpiozero's MockFactory for pins, unbuffered output."""
-        return dict(os.environ, GPIOZERO_PIN_FACTORY="mock", PYTHONUNBUFFERED="1", **(extra or {}))
+        return {**os.environ, "GPIOZERO_PIN_FACTORY": "mock", "PYTHONUNBUFFERED": "1", **(extra or {})}
 
     def log(self) -> str:
         """Everything logged so far."""

@@ -142,7 +142,7 @@ def test_controller_switches_pins_and_logs(factory: MockFactory, caplog: pytest.
     assert factory.pin("GPIO17").state and not factory.pin("GPIO27").state
     lines = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
     assert "relay boiler -> off (start: safe state)" in lines
-    assert "relay boiler -> on (export 2500 W > 1500 W)" in lines
+    assert "relay boiler -> on (export 2500 W > 1500 W) at meter time 2024-06-03T10:00:00+00:00" in lines
     assert all(r.name == "app.control" for r in caplog.records)
     ctl.close()
 
@@ -214,7 +214,8 @@ def test_controller_dry_run(factory: MockFactory, caplog: pytest.LogCaptureFixtu
     assert [(e.name, e.state) for e in events] == [("boiler", True)]
     assert ctl.states["boiler"] is True
     assert factory.pin("GPIO17").function == "input"  # never claimed
-    assert "relay boiler -> on (export 2500 W > 1500 W) [dry run]" in [r.getMessage() for r in caplog.records]
+    assert any(m.startswith("relay boiler -> on (export 2500 W > 1500 W) at meter time ") and m.endswith("[dry run]")
+               for m in [r.getMessage() for r in caplog.records])
     ctl.close()
 
 

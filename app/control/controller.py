@@ -8,7 +8,9 @@
     ctl.safe_all("shutdown (SIGTERM)")
     ctl.close()
 
-Every switch is logged at INFO on `app.control` as `relay boiler -> on (export 2500 W > 1500 W for 60 s)`.
+Every switch is logged at INFO on `app.control` as
+`relay boiler -> on (export 2500 W > 1500 W for 60 s) at meter time 2026-06-21T12:00:05+02:00`
+(switches not caused by a reading, e.g. stale data or shutdown, carry only the log line's wall time).
 """
 
 from __future__ import annotations
@@ -37,9 +39,12 @@ class Controller:
         relays: tuple[RelayConfig, ...],
         pin_factory: Any = None,
         tz: tzinfo | None = None,
+        simulated: bool = False,
     ) -> None:
-        """Claim the pins in their safe states; `tz` is the meter's zone for `hours` windows."""
+        """Claim the pins in their safe states; `tz` is the meter's zone for `hours` windows;
+        `simulated`: the pins are mock pins (a replay), said in every switch line."""
         self.control = control
+        self.simulated = simulated
         self.policy = Policy(control, relays, tz)
         self.bank = RelayBank(relays, pin_factory=pin_factory, dry_run=control.dry_run)
         self._last_valid: float | None = None  # monotonic time of the last valid reading (or start)
@@ -70,9 +75,9 @@ class Controller:
         self._last_valid = time.monotonic() if now_monotonic is None else now_monotonic
         if self._stale:
             self._stale = False
-            log.info("control: valid readings again, relays back under their rules")
+            log.info("valid readings again, relays back under their rules")
         events = self.policy.step(reading)
-        self._apply(events)
+        self._apply(events, meter_time=True)
         return events
 
     def check_stale(self, now_monotonic: float) -> list[SwitchEvent]:
@@ -85,7 +90,7 @@ class Controller:
         self._stale = True
         limit_s = self.control.stale_after
         reason = f"stale: no valid reading for {silent_s:.0f} s, stale_after is {limit_s:g} s"
-        log.warning("control: %s, every relay to its safe state", reason)
+        log.warning("%s, every relay to its safe state", reason)
         events = self.policy.force_safe(_now(), reason)
         self._apply(events)
         return events
@@ -108,18 +113,19 @@ class Controller:
         events = self.policy.force_safe(_now(), reason)
         self._apply(events)
         if not events:
-            log.info("control: %s, every relay already in its safe state", reason)
+            log.info("%s, every relay already in its safe state", reason)
         return events
 
     def close(self) -> None:
         """Leave every pin in its safe state and release it; idempotent."""
         self.bank.close()
 
-    def _apply(self, events: list[SwitchEvent]) -> None:
-        suffix = " [dry run]" if self.bank.dry_run else ""
+    def _apply(self, events: list[SwitchEvent], meter_time: bool = False) -> None:
+        suffix = " [dry run]" if self.bank.dry_run else " [simulated]" if self.simulated else ""
         for ev in events:
             self.bank.set(ev.name, ev.state)
-            log.info("%s%s", ev, suffix)
+            when = f" at meter time {ev.at.isoformat(timespec='seconds')}" if meter_time else ""
+            log.info("%s%s%s", ev, when, suffix)
 
 
 def _now() -> datetime:

@@ -1,0 +1,274 @@
+"""Main's supervision of its children: heartbeats, roles, the systemd watchdog (sd_notify).
+
+Each child gets a `Heartbeat` (a shared double holding the monotonic time of its last tick,
+written lock-free by the child, read by main) and a role that says what its death or hang
+means for the relays:
+
+    SOURCE   a meter reader: death or hang -> main kills it, tells the controller, which puts
+             every relay safe ("reader process died"), then stops everything; exit 1.
+             A replay's source ending with 0 is done, not dead.
+    CONTROL  the post-processor (owns the relays): death or hang -> main kills it (the kernel
+             releases its GPIO lines), stops the rest; exit 1 (2 when it exited with 2).
+             In a replay, exit 0 means the replay is done.
+    SERVICE  anything else (a web process): death or hang -> stop everything; exit 1.
+
+Timings: children tick at least every 0.5 s; main checks four times a second; a child counts as
+ticking while its last tick is under `FRESH_S` old and as hung after `HUNG_S` without one (after
+`STARTUP_S` for the first tick). Main sends WATCHDOG=1 to systemd every WATCHDOG_USEC/4 only
+while every child ticks, so a hung main (or a child main failed to kill) is restarted by systemd.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import multiprocessing.connection
+import os
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from multiprocessing.context import ForkContext, ForkProcess
+from typing import Any
+
+log = logging.getLogger("app.main")
+
+SOURCE = "source"
+CONTROL = "control"
+SERVICE = "service"
+
+TICK_EVERY_S = 0.5  # children beat at least this often
+FRESH_S = 2.0  # a child ticking: last beat younger than this (else no WATCHDOG=1)
+HUNG_S = 5.0  # no beat for this long: the child is killed
+STARTUP_S = 30.0  # the first beat may take this long (imports, client set-up on a loaded Pi)
+STOP_TIMEOUT_S = 1.9
+
+
+class Heartbeat:
+    """A child's tick, shared with main: `beat()` in the child, `age_s()` in main."""
+
+    def __init__(self, ctx: ForkContext) -> None:
+        self._t: Any = ctx.Value("d", 0.0, lock=False)  # a ctypes double in shared memory
+        self._last = 0.0
+
+    def beat(self) -> None:
+        """Called from the child's loop; cheap enough for every iteration."""
+        now = time.monotonic()
+        if now - self._last >= 0.1:
+            self._last = now
+            self._t.value = now  # CLOCK_MONOTONIC is system-wide: main compares it with its own
+
+    def age_s(self, now: float) -> float | None:
+        """Seconds since the last beat; None before the first."""
+        t = self._t.value
+        return None if t == 0.0 else now - t
+
+
+def main_watch() -> Callable[[], bool]:
+    """In a child: a check "is main gone?". By parent PID, not `parent_process().is_alive()`: that
+    sentinel pipe's write end is inherited by every sibling forked later, so it would say main
+    lives on while any younger sibling does."""
+    main_pid = os.getppid()
+    return lambda: os.getppid() != main_pid
+
+
+def no_beat() -> None:
+    """Heartbeat stand-in for code run outside a supervised child (tests, tools)."""
+
+
+@dataclass
+class Child:
+    """One supervised process: its name, role and entry point (called with `heartbeat` as last argument)."""
+
+    name: str
+    role: str
+    target: Callable[..., None]
+    args: tuple[Any, ...] = ()
+    finishes: bool = False  # a replay: exit 0 is a normal end
+    heartbeat: Heartbeat | None = None
+    process: ForkProcess | None = None
+    started_at: float = 0.0
+    ended: bool = field(default=False)
+
+    @property
+    def proc(self) -> ForkProcess:
+        """The started process."""
+        assert self.process is not None
+        return self.process
+
+
+class Notifier:
+    """sd_notify in plain Python: datagrams to $NOTIFY_SOCKET (nothing when it is unset)."""
+
+    def __init__(self, environ: dict[str, str] | None = None) -> None:
+        env = os.environ if environ is None else environ
+        path = env.get("NOTIFY_SOCKET", "")
+        self.address: str | bytes | None = None
+        if path.startswith("@"):
+            self.address = b"\0" + path[1:].encode()  # abstract namespace
+        elif path.startswith("/"):
+            self.address = path
+        usec = env.get("WATCHDOG_USEC", "")
+        pid = env.get("WATCHDOG_PID", "")
+        self.watchdog_s: float | None = None
+        if usec.isdigit() and int(usec) > 0 and (not pid or pid == str(os.getpid())):
+            self.watchdog_s = int(usec) / 1e6
+        self._sock: socket.socket | None = None
+        self._last_ping = 0.0
+        self.failed = False
+
+    def send(self, message: str) -> None:
+        """One notification (READY=1, WATCHDOG=1, STATUS=..., STOPPING=1)."""
+        if self.address is None:
+            return
+        try:
+            if self._sock is None:
+                self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+            self._sock.sendto(message.encode(), self.address)
+        except OSError as exc:
+            if not self.failed:
+                self.failed = True
+                log.warning("sd_notify to %s failed: %s", os.environ.get("NOTIFY_SOCKET"), exc)
+
+    def watchdog(self, now: float) -> None:
+        """WATCHDOG=1 every quarter of WatchdogSec."""
+        if self.watchdog_s is None or now - self._last_ping < self.watchdog_s / 4:
+            return
+        self._last_ping = now
+        self.send("WATCHDOG=1")
+
+    def close(self) -> None:
+        """Release the socket."""
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+
+class Supervisor:
+    """Starts the children, watches their deaths and heartbeats, and decides the exit code."""
+
+    def __init__(self, ctx: ForkContext, children: list[Child], stop_event: Any, source_failed: Any,
+                 notifier: Notifier | None = None) -> None:
+        self.ctx = ctx
+        self.children = children
+        self.stop_event = stop_event
+        self.source_failed = source_failed  # tells the CONTROL child to put relays safe
+        self.notifier = notifier or Notifier()
+        self.stopping: list[str] = []  # the signal that asked us to stop
+        self._ready = False
+        self._unhealthy: set[str] = set()
+
+    def start(self) -> None:
+        """Start every child (CONTROL first, so relays are claimed before any reading arrives)."""
+        order = sorted(self.children, key=lambda c: c.role != CONTROL)
+        for c in order:
+            c.heartbeat = Heartbeat(self.ctx)
+            c.process = self.ctx.Process(target=c.target, args=(*c.args, c.heartbeat), name=c.name)
+            c.process.start()
+            c.started_at = time.monotonic()
+
+    def request_stop(self, why: str) -> None:
+        """From a signal handler: stop at the next round."""
+        if not self.stopping:
+            self.stopping.append(why)
+            self.stop_event.set()
+
+    # ------------------------------------------------------------------ the loop
+
+    def run(self) -> int:
+        """Watch until a stop request, a death or a hang; stop the rest; return the exit code."""
+        code = self._watch()
+        self.notifier.send("STOPPING=1")
+        code = self._stop_all(code)
+        self.notifier.close()
+        log.info("stopped (exit %d)", code)
+        return code
+
+    def _watch(self) -> int:
+        while True:
+            sentinels = [c.proc.sentinel for c in self.children if not c.ended]
+            multiprocessing.connection.wait(sentinels, timeout=0.25)
+            if self.stopping:
+                log.info("%s: stopping", self.stopping[0])
+                return 0
+            now = time.monotonic()
+            alive = {c.name: c.proc.is_alive() for c in self.children}  # once per round
+            for c in self.children:
+                if c.ended or alive[c.name]:
+                    continue
+                c.ended = True
+                if c.finishes and c.proc.exitcode == 0:
+                    if c.role == CONTROL:  # a replay's post-processor ends after END: all written
+                        self._reap_finished()
+                        log.info("replay done; exit 0")
+                        return 0
+                    continue  # a replay's reader is done: the post-processor drains and flushes
+                return self._failed(c, f"exited (code {c.proc.exitcode})", c.proc.exitcode)
+            healthy = True
+            for c in self.children:
+                if c.ended:
+                    continue
+                hb = c.heartbeat
+                assert hb is not None
+                age = hb.age_s(now)
+                if age is None:
+                    if now - c.started_at > STARTUP_S:
+                        c.proc.kill()
+                        return self._failed(c, f"never started ticking in {STARTUP_S:g} s; killed it", None)
+                    healthy = False
+                    continue
+                if age > HUNG_S:
+                    c.proc.kill()
+                    return self._failed(c, f"hung (no heartbeat for {age:.1f} s); killed it", None)
+                if age > FRESH_S:
+                    healthy = False
+                    if c.name not in self._unhealthy:
+                        self._unhealthy.add(c.name)
+                        self.notifier.send(f"STATUS={c.name}: no heartbeat for {age:.1f} s")
+                        log.warning("%s: no heartbeat for %.1f s", c.name, age)
+                elif c.name in self._unhealthy:
+                    self._unhealthy.discard(c.name)
+                    log.info("%s ticks again", c.name)
+            if healthy:
+                if not self._ready:
+                    self._ready = True
+                    self.notifier.send("READY=1")
+                    self.notifier.send("STATUS=running")
+                self.notifier.watchdog(now)
+
+    def _failed(self, c: Child, what: str, exitcode: int | None) -> int:
+        if c.role == SOURCE:
+            log.error("%s %s; relays to safe state, stopping", c.name, what)
+            self.source_failed.set()
+            return 1
+        if c.role == CONTROL:
+            log.error("%s %s; stopping (its GPIO lines are released: see the README's wiring section for "
+                      "what the relays do then)", c.name, what)
+            self.stop_event.set()
+            return 2 if exitcode == 2 else 1
+        log.error("%s %s; stopping", c.name, what)
+        self.stop_event.set()
+        return 1
+
+    def _reap_finished(self) -> None:
+        for c in self.children:
+            if c.proc.is_alive():
+                c.proc.join(STOP_TIMEOUT_S)
+                if c.proc.is_alive():
+                    c.proc.kill()
+                    c.proc.join(1.0)
+
+    def _stop_all(self, code: int) -> int:
+        deadline = time.monotonic() + STOP_TIMEOUT_S
+        for c in self.children:
+            c.proc.join(max(0.05, deadline - time.monotonic()))
+        for c in self.children:
+            if c.proc.is_alive():
+                log.error("%s did not stop in time; killing it", c.name)
+                c.proc.kill()
+                c.proc.join(1.0)
+                code = code or 1
+        for c in self.children:
+            if code == 0 and c.role == CONTROL and c.proc.exitcode not in (0, None):
+                code = 1
+        return code
