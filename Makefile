@@ -23,7 +23,7 @@ lint: venv
 
 # Nothing built may be tracked: a committed venv breaks every clone on another machine or path.
 check-tree:
-	@built=$$(git ls-files 2>/dev/null | grep -E '(^|/)(\.venv|venv|node_modules|__pycache__|\.mypy_cache|\.ruff_cache|\.hypothesis|\.pytest_cache|demo-data)/' | head -3); \
+	@built=$$(git ls-files 2>/dev/null | grep -E '(^|/)(\.venv|venv|node_modules|__pycache__|\.mypy_cache|\.ruff_cache|\.hypothesis|\.pytest_cache|demo-data)(/|$$)' | head -3); \
 	if [ -n "$$built" ]; then echo "built files are tracked by git (e.g. $$built): git rm -r --cached them"; exit 1; fi
 
 test: check-tree venv servers lint
