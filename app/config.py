@@ -21,7 +21,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from app.control.conditions import Condition, parse_condition
 from app.errors import ConfigError
 from app.store.settings import HistoryConfig, parse_history
-from app.tariffs.settings import TariffConfig, parse_tariff
+from app.tariffs.settings import TariffConfig, parse_tariff, resolve_tariffs
 from app.web.settings import WebConfig, parse_web
 
 T = TypeVar("T")
@@ -713,6 +713,7 @@ def from_parser(
     for name, builder in _SECTIONS.items():
         if name not in built:
             built[name] = builder(Section(name, {}))
+    built["tariff"], built["tariffs"] = resolve_tariffs(built["tariff"], built["tariffs"], built["meter"].timezone)
     if built["mqtt_translate"].enabled and not built["mqtt"].enabled:
         raise ConfigError("[mqtt_translate] enabled = 'yes': needs [mqtt] enabled = yes (it uses that broker)",
                           "mqtt_translate", "enabled")
