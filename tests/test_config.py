@@ -104,8 +104,11 @@ def _sample_keys() -> set[tuple[str, str]]:
     parser = configparser.ConfigParser(interpolation=None, inline_comment_prefixes=(";", "#"))
     parser.read_string(_sample_with_relay())
     keys = {(s, k) for s in parser.sections() for k in parser[s]}
+    section = ""
     for line in SAMPLE.read_text().splitlines():  # the commented-out relay example documents them all
-        if line.startswith(";") and "=" in line and not line.startswith("; ") and not line.startswith(";["):
+        if line.startswith(("[", ";[")):
+            section = line.lstrip(";")
+        elif section == "[relay:boiler]" and line.startswith(";") and "=" in line and not line.startswith("; "):
             keys.add(("relay:boiler", line[1:].split("=")[0].strip()))
     return keys
 

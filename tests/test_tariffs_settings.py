@@ -44,6 +44,10 @@ def test_defaults_price_nothing() -> None:
     assert cfg.tariff.capacity_floor_kw == 2.5
 
 
+def test_fixed_fees_may_be_negative() -> None:
+    assert config.loads("[tariff]\nfixed_per_year = -524.0\n").tariff.fixed_per_year == -524.0  # NL tax refund
+
+
 def test_single_import_price_sets_both_registers() -> None:
     t = config.loads("[tariff]\nimport_price = 0.30\n").tariff
     assert (t.import_price_t1, t.import_price_t2) == (0.30, 0.30)
@@ -75,8 +79,9 @@ def test_named_tariffs_must_be_unique() -> None:
     ("currency", "euro", "three-letter currency"),
     ("import_price_t1", "0,32", "expected a number"),
     ("export_price", "nan", "finite"),
-    ("fixed_per_year", "-5", "must not be negative"),
+    ("fixed_per_year", "ten", "expected a number"),
     ("capacity_price", "cheap", "expected a number"),
+    ("capacity_price", "-1", "must not be negative"),
     ("capacity_floor", "2.5 kWh", "expected a power"),
     ("capacity_floor", "-1 kW", "must not be negative"),
     ("gas_price", "x", "expected a number"),
