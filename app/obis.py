@@ -73,15 +73,29 @@ FIELDS: tuple[FieldSpec, ...] = (
     FieldSpec("maximum_demand_month", "1.6.0", "kW", "maximum quarter-hour demand this month"),
 )
 GAS_FIELD = FieldSpec("total_gas_consumption", "24.2.1", "m3", "gas meter reading")
+WATER_FIELD = FieldSpec("total_water_consumption", "24.2.1", "m3", "water meter reading")
+HEAT_FIELD = FieldSpec("total_heat_consumption", "24.2.1", "GJ", "heat meter reading")
+# M-Bus channel fields, in order of preference where a channel sends no device type (0-n:24.1.0).
+MBUS_FIELDS: tuple[FieldSpec, ...] = (GAS_FIELD, WATER_FIELD, HEAT_FIELD)
 
-FIELD_NAMES: tuple[str, ...] = tuple(f.name for f in FIELDS) + (GAS_FIELD.name,)
-FIELD_UNITS: dict[str, str] = {f.name: f.unit for f in FIELDS} | {GAS_FIELD.name: "m3"}
-ENERGY_FIELDS = frozenset(f.name for f in FIELDS if f.unit == "kWh") | {GAS_FIELD.name}
+FIELD_NAMES: tuple[str, ...] = tuple(f.name for f in FIELDS) + tuple(f.name for f in MBUS_FIELDS)
+FIELD_UNITS: dict[str, str] = {f.name: f.unit for f in FIELDS} | {f.name: f.unit for f in MBUS_FIELDS}
+ENERGY_FIELDS = frozenset(f.name for f in FIELDS if f.unit == "kWh") | {f.name for f in MBUS_FIELDS}
 _BY_CDE: dict[str, FieldSpec] = {f.cde: f for f in FIELDS}
-_SCALE = {("W", "kW"): 0.001, ("Wh", "kWh"): 0.001, ("kW", "W"): 1000.0, ("kWh", "Wh"): 1000.0}
+_SCALE = {("W", "kW"): 0.001, ("Wh", "kWh"): 0.001, ("kW", "W"): 1000.0, ("kWh", "Wh"): 1000.0,
+          ("MWh", "kWh"): 1000.0, ("kWh", "GJ"): 0.0036, ("MWh", "GJ"): 3.6, ("MJ", "GJ"): 0.001,
+          ("Wh", "GJ"): 3.6e-6, ("dm3", "m3"): 0.001, ("l", "m3"): 0.001}
 _ELECTRICITY_RE = re.compile(r"^1-\d+:(\d+\.\d+\.\d+)$")
 _MBUS_VALUE_RE = re.compile(r"^0-(\d+):24\.(?:2\.[13]|3\.0)$")
 GAS_DEVICE_TYPE = 3
+# M-Bus device types (EN 13757-3): 3 gas; 6 warm water, 7 water; 4 heat (outlet), 12 heat (inlet),
+# 13 heat/cooling. Any other type (electricity sub-meter, cooling, ...) gets no named field.
+MBUS_DEVICE_TYPES: dict[int, FieldSpec] = {3: GAS_FIELD, 6: WATER_FIELD, 7: WATER_FIELD, 4: HEAT_FIELD,
+                                           12: HEAT_FIELD, 13: HEAT_FIELD}
+_UNIT_FIELD = {"m3": GAS_FIELD, "gj": HEAT_FIELD, "mj": HEAT_FIELD}  # a channel without device type
+# Years a meter writes into an empty M-Bus slot: 1970 (the epoch, "700101...", read as 2070 by the
+# DSMR YY rule) and DSMR's "632525252525" filler (which is no date at all).
+_PLACEHOLDER_YEARS = frozenset({1970, 2070})
 
 
 def convert(value: float, unit: str | None, to_unit: str) -> float | None:
@@ -118,8 +132,7 @@ def _kind(ref: str) -> FieldSpec | str | None:
 def named_fields(values: Mapping[str, Value]) -> tuple[dict[str, float], datetime | None]:
     """The named fields present in `values` (base units) and the gas reading's own timestamp."""
     fields: dict[str, float] = {}
-    gas: Value | None = None
-    gas_fallback: Value | None = None
+    channels: list[tuple[str, Value]] = []
     for ref, val in values.items():
         kind = _kind(ref)
         if kind is None:
@@ -136,13 +149,8 @@ def named_fields(values: Mapping[str, Value]) -> tuple[dict[str, float], datetim
                     converted = convert(v, unit, kind.unit)
                     if converted is not None:
                         fields[kind.name] = converted
-        elif gas is None:
-            dtype = values.get(kind + "24.1.0")
-            if dtype is not None:
-                if _as_int(dtype.value) == GAS_DEVICE_TYPE:
-                    gas = val
-            elif gas_fallback is None and (val.unit or "").lower() == "m3":
-                gas_fallback = val
+        else:
+            channels.append((kind, val))
     if "total_consumption" not in fields and "total_consumption_day" in fields:
         fields["total_consumption"] = fields["total_consumption_day"] + fields.get(
             "total_consumption_night", 0.0
@@ -151,12 +159,50 @@ def named_fields(values: Mapping[str, Value]) -> tuple[dict[str, float], datetim
         fields["total_injection"] = fields["total_injection_day"] + fields.get(
             "total_injection_night", 0.0
         )
-    gas = gas or gas_fallback
     gas_time = None
-    if gas is not None:
-        fields[GAS_FIELD.name] = float(gas.value)  # type: ignore[arg-type]
-        gas_time = gas.timestamp
+    if channels:
+        for name, (value, at) in _mbus(values, channels).items():
+            fields[name] = value
+            if name == GAS_FIELD.name:
+                gas_time = at
     return fields, gas_time
+
+
+def mbus_readings(values: Mapping[str, Value]) -> dict[str, tuple[float, datetime | None]]:
+    """Gas, water and heat from the M-Bus channels: field name -> (value in the field's unit, its own time)."""
+    channels = [(k, v) for ref, v in values.items() if isinstance(k := _kind(ref), str)]
+    return _mbus(values, channels) if channels else {}
+
+
+def _mbus(values: Mapping[str, Value], channels: list[tuple[str, Value]]
+          ) -> dict[str, tuple[float, datetime | None]]:
+    """One reading per M-Bus field, from the first channel holding a real reading of that kind.
+
+    A channel's kind is its device type (0-n:24.1.0); without one, its unit (m3 gas, GJ heat).
+    An empty slot (value 0 with no date, a 1970/2070 date or no unit) counts as absent."""
+    out: dict[str, tuple[float, datetime | None]] = {}
+    for prefix, val in channels:
+        v = val.value
+        if isinstance(v, str) or v is None:
+            continue
+        at = val.timestamp
+        if at is not None and at.year in _PLACEHOLDER_YEARS:
+            at = None
+        if v == 0 and (at is None or val.unit is None):
+            continue  # an empty slot, not a meter reading 0
+        dtype = values.get(prefix + "24.1.0")
+        spec: FieldSpec | None
+        if dtype is not None:
+            spec = MBUS_DEVICE_TYPES.get(_as_int(dtype.value) or -1)
+        else:
+            spec = _UNIT_FIELD.get((val.unit or "").lower())
+        if spec is None or spec.name in out:
+            continue
+        number = convert(float(v), val.unit, spec.unit)
+        if number is None:
+            continue
+        out[spec.name] = (number, at)
+    return out
 
 
 def _as_int(value: object) -> int | None:

@@ -25,12 +25,15 @@ from app.framing.dsmr import check_crc
 from app.obis import named_fields, normalize
 from app.records import Reading, Value, fixed_offset, make_value
 
-_LINE_RE = re.compile(r"^(\d{1,3}-\d{1,3}:\d{1,3}\.\d{1,3}\.\d{1,3}(?:\*\d{1,3})?)((?:\([^()\r\n]*\))+)\s*$")
+# An OBIS reference may carry its fifth group as `*F` or `.F` (1-0:31.7.0.255, sent by some meters).
+_LINE_RE = re.compile(r"^(\d{1,3}-\d{1,3}:\d{1,3}\.\d{1,3}\.\d{1,3}(?:[*.]\d{1,3})?)((?:\([^()\r\n]*\))+)\s*$")
 _LINE_ITER_RE = re.compile(
-    r"^(\d{1,3}-\d{1,3}:\d{1,3}\.\d{1,3}\.\d{1,3}(?:\*\d{1,3})?)((?:\([^()\r\n]*\))+)[ \t\r]*$", re.M
+    r"^(\d{1,3}-\d{1,3}:\d{1,3}\.\d{1,3}\.\d{1,3}(?:[*.]\d{1,3})?)((?:\([^()\r\n]*\))+)[ \t\r]*$", re.M
 )
 _GROUP_RE = re.compile(r"\(([^()]*)\)")
-_TS_RE = re.compile(r"^(\d{2})(\d{2})(\d{2})(\d{2})(\d{2})(\d{2})([WS]?)$")
+_TS_RE = re.compile(r"^(\d{2})(\d{2})(\d{2})(\d{2})(\d{2})(\d{2})([WSws]?)$")
+# A number with its unit but no `*` (`001247.747kWh`, some Kamstrup and Kaifa meters).
+_NUM_UNIT_RE = re.compile(r"^([-+]?\d+(?:\.\d+)?)\s?([A-Za-z][A-Za-z0-9/]{0,7})$")
 _HEX_TEXT_RE = re.compile(r"^(?:[0-9A-Fa-f]{2})+$")
 # C.D prefixes whose values are identifiers or text, never numbers (leading zeros matter).
 _TEXT_CD = ("96.1.", "96.13.", "42.0.", "0.0.", "96.5.", "0.2.")
@@ -61,6 +64,9 @@ def _parse_timestamp(text: str, tz: ZoneInfo) -> datetime | None:
     if m is None:
         return None
     yy, mo, dd, hh, mi, ss, flag = m.groups()
+    if (yy, mo, dd) == ("70", "01", "01"):
+        return None  # the epoch an empty M-Bus slot reports (0-1:24.2.1(700101010000W)(00000000))
+    flag = flag.upper()
     try:
         naive = datetime(2000 + int(yy), int(mo), int(dd), int(hh), int(mi), int(ss))
     except ValueError:
@@ -89,6 +95,25 @@ def _number(text: str) -> float | int | None:
     if whole.isdigit() and (not dot or frac.isdigit()):
         return float(text) if dot else int(text)
     return None
+
+
+def _num_unit(text: str) -> tuple[float | int, str] | None:
+    """`001247.747kWh` -> (1247.747, "kWh"): a number and a unit written without `*`, else None."""
+    m = _NUM_UNIT_RE.match(text)
+    if m is None:
+        return None
+    num = _number(m.group(1))
+    return None if num is None else (num, m.group(2))
+
+
+def _numeric(text: str, unit: str | None) -> Value:
+    """A value that should be a number: number and unit, or the text kept as sent."""
+    num = _number(text)
+    if num is None and unit is None:
+        split = _num_unit(text)
+        if split is not None:
+            return make_value(*split)
+    return make_value(text if num is None else num, unit)
 
 
 @functools.lru_cache(maxsize=64)  # equipment ids repeat in every telegram
@@ -165,8 +190,7 @@ def _value(ref: str, groups: list[tuple[str, str | None]], tz: ZoneInfo) -> Valu
             return Value(text, unit, parse_timestamp(text, tz))
         if cde.startswith(_TEXT_CD):
             return Value(text, unit, text=_hex_text(text))
-        num = _number(text)
-        return Value(text if num is None else num, unit)
+        return _numeric(text, unit)
     if cde.startswith("24.3.") and len(groups) >= 7:  # DSMR 2.2 gas, value on the next line
         num = _number(groups[-1][0])
         return Value(num if num is not None else groups[-1][0], groups[5][0] or None,
@@ -174,9 +198,8 @@ def _value(ref: str, groups: list[tuple[str, str | None]], tz: ZoneInfo) -> Valu
     if len(groups) == 2:
         ts = parse_timestamp(groups[0][0], tz)
         if ts is not None or groups[0][0] == "":
-            text, unit = groups[1]
-            num = _number(text)
-            return Value(text if num is None else num, unit, ts, tuple(groups))
+            value, unit = _numeric(*groups[1])[:2]
+            return Value(value, unit, ts, tuple(groups))
     first = _number(groups[0][0])
     return Value(first if first is not None else groups[0][0], groups[0][1], None, tuple(groups))
 
@@ -223,9 +246,9 @@ def parse_telegram(
                             num: float | int | None = float(text) if "." in text else int(text)
                         except ValueError:  # non-ASCII digits such as '³'
                             num = None
+                        values[ref] = make_value(text if num is None else num, unit if star else None)
                     else:
-                        num = _number(text)
-                    values[ref] = make_value(text if num is None else num, unit if star else None)
+                        values[ref] = _numeric(text, unit if star else None)
                 else:
                     values[ref] = _single(ref, content[1:-1], tz)
             else:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime, tzinfo
 from typing import Any, NamedTuple
 
-from app.obis import FIELDS, GAS_FIELD
+from app.obis import FIELDS, GAS_FIELD, HEAT_FIELD, WATER_FIELD
 from app.records import ReaderStatus, Reading
 
 ONLINE = "online"
@@ -100,11 +100,15 @@ TOPICS: tuple[TopicSpec, ...] = (
     _power("demand/current_average", "current_average_demand", "Average demand (quarter hour)"),
     _power("demand/maximum_month", "maximum_demand_month", "Maximum demand this month"),
     TopicSpec("gas/volume", GAS_FIELD.name, 1.0, "m3", "gas", "total_increasing", "Gas"),
+    TopicSpec("water/volume", WATER_FIELD.name, 1.0, "m3", "water", "total_increasing", "Water"),
+    TopicSpec("heat/energy", HEAT_FIELD.name, 1.0, "GJ", "energy", "total_increasing", "Heat"),
 )
 TOPICS_BY_PATH: dict[str, TopicSpec] = {t.topic: t for t in TOPICS}
 _HA_UNITS = {"m3": "m³"}  # Home Assistant only accepts m³ for device_class gas
 _OBIS_BY_FIELD = {f.name: f"1-0:{f.cde}" for f in FIELDS} | {
-    GAS_FIELD.name: "0-n:24.2.1 / 24.2.3 / 24.3.0 (M-Bus gas)"
+    GAS_FIELD.name: "0-n:24.2.1 / 24.2.3 / 24.3.0 (M-Bus gas)",
+    WATER_FIELD.name: "0-n:24.2.1 (M-Bus water, device type 6/7)",
+    HEAT_FIELD.name: "0-n:24.2.1 (M-Bus heat, device type 4/12/13)",
 }
 
 
