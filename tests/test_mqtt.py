@@ -215,7 +215,7 @@ def test_topics_and_payloads_of_a_fluvius_capture(mosquitto: Broker, collector: 
     gas = collector.wait_for(f"{base}/gas/volume").json()
     assert gas == {"timestamp": int(datetime(2023, 11, 2, 12, 10, 2, tzinfo=TZ).timestamp()), "value": 92.287}
     values = {m.topic for m in collector.under(base + "/") if m.topic.count("/") == 3}
-    assert values == {f"{base}/{p}" for p in [*expected, "gas/volume"]}, "only what the meter sends"
+    assert values == {f"{base}/{p}" for p in [*expected, "gas/volume", "water/volume"]}, "only what the meter sends"
 
 
 def test_replayed_stream_publishes_every_telegram_in_order(mosquitto: Broker, collector: Collector,
@@ -327,7 +327,7 @@ HA_ALLOWED = {
                "availability_topic", "payload_available", "payload_not_available"},
 }
 HA_DEVICE_CLASSES = {"power": {"W", "kW"}, "energy": {"Wh", "kWh"}, "voltage": {"V"}, "current": {"A"},
-                     "gas": {"m³"}}
+                     "gas": {"m³"}, "water": {"m³"}}
 
 
 def test_home_assistant_discovery(mosquitto: Broker, collector: Collector, sinks: list[MqttSink]) -> None:
@@ -335,7 +335,7 @@ def test_home_assistant_discovery(mosquitto: Broker, collector: Collector, sinks
     connected_sink(sinks, mqtt_cfg(mosquitto), reading, ["boiler"]).write(reading, {})
     node = f"smartmeter_{METER}"
     collector.wait_for(f"homeassistant/button/{node}/boiler_auto/config")
-    wait_until(lambda: len(collector.under("homeassistant/sensor/")) == 23)
+    wait_until(lambda: len(collector.under("homeassistant/sensor/")) == 24)
     configs = {m.topic: m for m in collector.under("homeassistant/")}
     late = Collector(mosquitto, "homeassistant/#")  # a Home Assistant started later still finds them
     try:
@@ -653,7 +653,7 @@ def test_absent_broker_never_blocks() -> None:
         sink.status(ReaderStatus())
         sink.tick(time.monotonic())
     assert time.monotonic() - t0 < 0.5
-    assert not sink.connected and sink.dropped == 3 * 23
+    assert not sink.connected and sink.dropped == 3 * 24
     t0 = time.monotonic()
     sink.close()
     assert time.monotonic() - t0 < 3.0
@@ -734,7 +734,7 @@ def test_pure_helpers() -> None:
     assert translate_datacollector("smartmeter/x/ACTIVE_POWER_P", '{"value": "nan"}', "smartmeter", 0) == []
     no_ts = translate_datacollector("smartmeter/x/ACTIVE_POWER_P", '{"value": 7}', "smartmeter", 99)
     assert no_ts[0].payload == '{"timestamp": 99, "value": 7}'
-    assert len({t.topic for t in TOPICS}) == len(TOPICS) == 23
+    assert len({t.topic for t in TOPICS}) == len(TOPICS) == 25
 
 
 @settings(max_examples=60, deadline=None)
