@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from datetime import UTC, datetime
 from typing import Any
@@ -42,6 +43,15 @@ def reading_json(r: Reading) -> dict[str, Any]:
     }
 
 
+def _say_profiles() -> None:
+    """Show on stderr which DLMS profile auto chose and why, and lists that match none."""
+    logger = logging.getLogger("app.protocols")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("smartmeter: %(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+
+
 def decode_file(path: str, cfg: Config) -> int:
     """Decode a capture; exit 0 if at least one frame decoded, 1 otherwise."""
     try:
@@ -50,6 +60,7 @@ def decode_file(path: str, cfg: Config) -> int:
     except OSError as exc:
         print(f"smartmeter: cannot read {path}: {exc}", file=sys.stderr)
         return 2
+    _say_profiles()
     framer = make_framer(cfg.meter.protocol, max(cfg.meter.max_frame, 1 << 16))
     m = cfg.meter
     decoder = FrameDecoder(ZoneInfo(m.timezone), m.key, m.auth_key, m.profile)

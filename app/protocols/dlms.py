@@ -18,10 +18,11 @@ from zoneinfo import ZoneInfo
 
 from app.errors import ConfigError, DecryptionError, ParseError
 from app.framing import Frame
+from app.logutil import RateLimited
 from app.obis import from_bytes, named_fields
 from app.protocols import axdr, cosem_profiles, security
 from app.protocols.axdr import Array, BitString, DateTime, Structure
-from app.protocols.cosem_profiles import DEFAULT_UNITS, UNITS, Profile, Row
+from app.protocols.cosem_profiles import DEFAULT_UNITS, UNITS, Profile, Row, shape
 from app.protocols.dsmr import parse_telegram
 from app.records import Reading, Value, fixed_offset
 
@@ -76,6 +77,10 @@ class DlmsDecoder:
         self.profile = cosem_profiles.get(profile)
         self.tz: tzinfo = tz if tz is not None else ZoneInfo("UTC")
         self._warned_unauthenticated = False
+        # auto: the profile decided per list shape (and meter), and what was last said about it
+        self._chosen: dict[tuple[object, ...], Profile] = {}
+        self._announced: dict[tuple[object, ...], str] = {}
+        self._limited = RateLimited(log, 300.0)
 
     # ------------------------------------------------------------------ APDU level
 
@@ -154,16 +159,20 @@ class DlmsDecoder:
         items: tuple[object, ...] = body if isinstance(body, tuple) else (body,)
         entries: list[_Entry] = []
         unlabelled: list[object] = []
-        profile = self.profile if self.profile is not None and not self.profile.dsmr else None
+        forced = self.profile if self.profile is not None and not self.profile.dsmr else None
         first = items[0] if items else None
         if type(first) is Array and first and all(_capture_def(c) for c in first):
-            profile = _push_list(items, entries, unlabelled, profile, system_title)
+            found = _push_list(items, entries, unlabelled, system_title)
+            if forced is not None:
+                profile: Profile | None = forced
+                values = self._values(entries, forced)
+            else:
+                profile, values = self._auto_push_list(found, entries)
         else:
-            if profile is None:
-                profile = _auto_positional(items)
-            rows = profile.layout(len(items)) if profile is not None else None
+            profile = forced if forced is not None else _auto_positional(items, system_title)
+            rows = profile.match(items) if profile is not None else None
             if profile is not None and profile.layouts and rows is None:
-                raise ParseError(f"profile {profile.name} has no layout for a list of {len(items)} values")
+                raise ParseError(f"profile {profile.name} has no layout for a list of {shape(items)}")
             if rows is not None:
                 for row, item in zip(rows, items, strict=True):
                     entries.append((b"", item, None, row))
@@ -171,7 +180,18 @@ class DlmsDecoder:
                 if profile is None:
                     profile = _auto_list_id(items)
                 _walk(items, entries, unlabelled, 0)
-        values = self._values(entries, profile)
+            values = self._values(entries, profile)
+            if forced is None and profile is not None and values:
+                self._announce(("list", shape(items), system_title), profile,
+                               f"{shape(items)}", "layout fits" if rows is not None else "OBIS codes in the list",
+                               _power_check(values)[1])
+        if not any(type(v.value) is int or type(v.value) is float for v in values.values()):
+            what = f"profile {forced.name} does not fit" if forced is not None else "matches no profile"
+            self._limited.warning(
+                f"empty {shape(items)}",
+                "DLMS push list %s (%s): no value in it can be placed, the reading is empty; set the "
+                "meter's list with --profile / [meter] profile = NAME (known: %s), or report the list",
+                what, shape(items), ", ".join(cosem_profiles.BY_NAME))
         meter_time = apdu_time.to_datetime(self.tz) if apdu_time is not None else None
         if meter_time is not None and meter_time.tzinfo is None:
             meter_time = meter_time.replace(tzinfo=self.tz)
@@ -272,6 +292,56 @@ class DlmsDecoder:
         return Value(raw.hex().upper())
 
 
+    # ------------------------------------------------------------------ auto profile
+
+    def _auto_push_list(self, found: _PushList, entries: list[_Entry]) -> tuple[Profile, dict[str, Value]]:
+        """The profile for a push-object-list (by its shape and content, checked by P ≈ U × I) and its values."""
+        chosen = self._chosen.get(found.key)
+        if chosen is not None:
+            return chosen, self._values(entries, chosen)
+        ranked = _rank(found)
+        if not ranked:
+            generic = cosem_profiles.GENERIC
+            self._chosen[found.key] = generic
+            values = self._values(entries, generic)
+            if any(su is None and row is None for _, _, su, row in entries):
+                self._limited.warning(
+                    f"nomatch {found.key!r}",
+                    "DLMS push list (%s) matches no profile: values without a scaler in the frame are kept "
+                    "as sent; if some look 10x/100x/1000x off, set --profile / [meter] profile = NAME "
+                    "(known: %s)", found.describe(), ", ".join(cosem_profiles.BY_NAME))
+            return generic, values
+        rejected: list[str] = []
+        tried: list[tuple[Profile, list[str], dict[str, Value], str, str]] = []
+        for p, why in ranked:
+            values = self._values(entries, p)
+            verdict, detail = _power_check(values)
+            tried.append((p, why, values, verdict, detail))
+            if verdict != "bad":
+                break
+            rejected.append(f"not {p.name}: {detail}")
+        pick = next((t for t in tried if t[3] != "bad"), tried[0])
+        profile, why, values, verdict, detail = pick
+        if verdict == "ok" or len(ranked) == 1 or len(tried) == len(ranked):
+            self._chosen[found.key] = profile  # decided: no alternative is left to check
+        if verdict == "bad":
+            self._limited.warning(
+                f"check {found.key!r}",
+                "DLMS push list (%s): no fitting profile passes the P ≈ U × I check (%s); using %s — "
+                "if currents or voltages look off, set --profile / [meter] profile = NAME",
+                found.describe(), "; ".join(rejected), profile.name)
+        self._announce(found.key, profile, found.describe(), ", ".join(why) or "only fitting profile",
+                       "; ".join([detail, *rejected[: len(rejected) if verdict != "bad" else 0]]))
+        return profile, values
+
+    def _announce(self, key: tuple[object, ...], profile: Profile, what: str, why: str, check: str) -> None:
+        """Log at INFO which profile auto chose for a list shape, once (again only if the choice changes)."""
+        if self._announced.get(key) == profile.name or len(self._announced) >= 256:
+            return
+        self._announced[key] = profile.name
+        log.info("DLMS push list (%s): profile %s (%s; %s)", what, profile.name, why, check)
+
+
 # ---------------------------------------------------------------------- helpers
 
 
@@ -298,11 +368,29 @@ def _capture_def(x: object) -> bool:
             and len(x[1]) == 6 and type(x[2]) is int)
 
 
+class _PushList:
+    """What a push-object-list says about its meter: OBIS codes, push setup, device name."""
+
+    __slots__ = ("count", "device_text", "key", "refs", "setup_ref")
+
+    def __init__(self, refs: frozenset[str], setup_ref: str | None, device_text: str,
+                 key: tuple[object, ...], count: int) -> None:
+        self.refs = refs
+        self.setup_ref = setup_ref
+        self.device_text = device_text
+        self.key = key
+        self.count = count
+
+    def describe(self) -> str:
+        """`17 objects, push setup 0-8:25.9.0, device LGZ1030653520967`."""
+        device = self.device_text or "no device name"
+        return f"{self.count} objects, push setup {self.setup_ref or 'none'}, device {device}"
+
+
 def _push_list(
-    items: tuple[object, ...], entries: list[_Entry], unlabelled: list[object],
-    profile: Profile | None, system_title: bytes | None,
-) -> Profile | None:
-    """Label the values that follow a push-object-list; returns the profile to scale them with."""
+    items: tuple[object, ...], entries: list[_Entry], unlabelled: list[object], system_title: bytes | None,
+) -> _PushList:
+    """Label the values that follow a push-object-list; returns what the list says about the meter."""
     capture: Array = items[0]  # type: ignore[assignment]
     scaler_units: dict[bytes, tuple[int, str | None]] = {}
     labelled: list[tuple[bytes, object]] = []
@@ -329,41 +417,98 @@ def _push_list(
     unlabelled.extend(items[len(capture):])
     for ln, value in labelled:
         entries.append((ln, value, scaler_units.get(ln), None))
-    if profile is not None:
-        return profile
-    refs = {from_bytes(ln) for ln, _ in labelled}
+    refs = frozenset(from_bytes(ln) for ln, _ in labelled)
     device = next((v for ln, v in labelled if ln == b"\x00\x00\x2a\x00\x00\xff"), None)
     device_text = device.decode("latin-1") if type(device) is bytes else device if type(device) is str else ""
     if not device_text and system_title is not None:
         device_text = system_title[:3].decode("latin-1")
     setup_ref = from_bytes(push_setup) if push_setup is not None else None
-    for p in cosem_profiles.PROFILES:
+    key = (tuple(c[1] for c in capture if isinstance(c, Structure) and len(c) > 1), device_text, system_title)
+    return _PushList(refs, setup_ref, device_text, key, len(capture))
+
+
+def _rank(found: _PushList) -> list[tuple[Profile, list[str]]]:
+    """The scaler profiles that fit a push-object-list, best first, each with why it fits."""
+    ranked: list[tuple[int, int, Profile, list[str]]] = []
+    for idx, p in enumerate(cosem_profiles.PROFILES):
         if not p.scalers or p.layouts or p.list_id is not None:
             continue
-        if p.push_setup is not None and p.push_setup != setup_ref:
+        why: list[str] = []
+        if p.push_setup is not None:
+            if p.push_setup != found.setup_ref:
+                continue
+            why.append(f"push setup {p.push_setup}")
+        if p.device_prefix is not None:
+            if found.device_text:
+                if not found.device_text.startswith(p.device_prefix):
+                    continue
+                why.append(f"device {p.device_prefix}…")
+            elif p.push_setup is not None:
+                why.append("no device name to go by")
+            else:
+                continue
+        if not all(r in found.refs for r in p.requires):
             continue
-        if p.device_prefix is not None and not device_text.startswith(p.device_prefix):
-            continue
-        if not all(r in refs for r in p.requires):
-            continue
-        return p
-    return cosem_profiles.GENERIC
+        score = p.score(found.refs)
+        if p.hints:
+            why.append(f"list content fits {score} of {len(p.hints)} signs")
+        ranked.append((score, -idx, p, why))
+    ranked.sort(key=lambda t: (t[0], t[1]), reverse=True)
+    return [(p, why) for _, _, p, why in ranked]
 
 
-def _auto_positional(items: tuple[object, ...]) -> Profile | None:
-    """A positional profile recognised by the list's shape, or None."""
+_PHASES = (("32.7.0", "31.7.0"), ("52.7.0", "51.7.0"), ("72.7.0", "71.7.0"))
+
+
+def _power_check(values: dict[str, Value]) -> tuple[str, str]:
+    """("ok" | "bad" | "unknown", detail): whether active power fits the phases' U × I.
+
+    P can never exceed the apparent power U1·I1 + U2·I2 + U3·I3 (beyond rounding), and a power
+    factor below 0.04 under load means the currents are scaled wrong (100× too large)."""
+    by_cde: dict[str, float] = {}
+    for ref, v in values.items():
+        if ref.startswith("1-") and (type(v.value) is int or type(v.value) is float):
+            cde = ref.split(":", 1)[1]
+            by_cde.setdefault(cde, float(v.value))
+    p_in, p_out = by_cde.get("1.7.0"), by_cde.get("2.7.0")
+    phases = [(by_cde[u], by_cde[i]) for u, i in _PHASES if u in by_cde and i in by_cde]
+    if (p_in is None and p_out is None) or not phases:
+        return "unknown", "no P, U and I to compare"
+    p = max(p_in or 0.0, p_out or 0.0)
+    s = sum(u * i for u, i in phases)
+    if p < 5 and s < 50:
+        return "unknown", f"P {p:.0f} W, U×I {s:.0f} VA: too little load to tell"
+    slack = 10.0 + 0.01 * sum(u for u, _ in phases)  # rounding of P and of the currents
+    if p > 1.1 * s + slack:
+        return "bad", f"P {p:.0f} W > U×I {s:.0f} VA"
+    if s > 25 * (p + 20):
+        return "bad", f"U×I {s:.0f} VA ≫ P {p:.0f} W"
+    return "ok", f"P {p:.0f} W ≈ U×I {s:.0f} VA"
+
+
+def _auto_positional(items: tuple[object, ...], system_title: bytes | None) -> Profile | None:
+    """A positional profile recognised by the list's length, element kinds and first element, or None."""
     if not items:
         return None
     first = items[0]
     first_text = first.decode("latin-1") if type(first) is bytes else first if type(first) is str else None
+    title = system_title[:3].decode("latin-1") if system_title is not None else None
     for p in cosem_profiles.PROFILES:
-        if not p.layouts or p.layout(len(items)) is None:
+        if not p.layouts:
+            continue
+        rows = p.match(items)
+        if rows is None:
             continue
         if p.list_id is not None:
             if first_text == p.list_id or (len(items) == 1 and type(first) is int):
                 return p
-        elif p.push_setup is not None and _is_ln(first) and from_bytes(first) == p.push_setup:  # type: ignore[arg-type]
-            return p
+        elif p.push_setup is not None:
+            if _is_ln(first) and from_bytes(first) == p.push_setup:  # type: ignore[arg-type]
+                return p
+        elif p.device_prefix is not None:
+            device = first_text if rows[0].obis == "0-0:42.0.0" else title
+            if device is None or device.startswith(p.device_prefix):
+                return p
     return None
 
 
