@@ -195,7 +195,7 @@ def test_real_capture_converts() -> None:
     assert lines[0].startswith(b"smartmeter,meter_id=1SAG3100721326 actual_l1_consumption=0.047,")
     assert lines[0].endswith(b",relay_boiler=1i,total_consumption=571.562,total_consumption_day=301.548,"
                              b"total_consumption_night=270.014,total_injection=0.005,total_injection_day=0.005,"
-                             b"total_injection_night=0 1698923748")
+                             b"total_injection_night=0,total_water_consumption=8.579 1698923748")
     assert lines[1] == b"smartmeter,meter_id=1SAG3100721326 total_gas_consumption=92.287 1698923402"
 
 
