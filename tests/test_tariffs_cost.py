@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from app.tariffs.cost import Cost, MonthPeak, Pricing, QuarterUse, compare, day_shares, project
+from app.tariffs.cost import Cost, MonthPeak, Pricing, QuarterUse, compare, day_shares, project, projections
 from app.tariffs.prices import parse_prices
 from app.tariffs.settings import TariffConfig
 
@@ -220,3 +220,23 @@ def test_comparison_is_sorted_and_complete(ts: list[TariffConfig], use: tuple[li
 def test_cost_default_is_zero() -> None:
     assert Cost().as_dict() == {"total": 0.0, "import": 0.0, "export": 0.0, "capacity": 0.0, "fixed": 0.0, "gas": 0.0}
 
+
+
+def test_period_sums_with_derive_peaks_off_take_peaks_only_from_peaks() -> None:
+    t = TariffConfig(capacity_price=60.0)
+    day_sum = [QuarterUse(_at(2025, 6, 2), 12.0, 6.0, 0, 0)]  # a day's kWh in one row: not a quarter
+    with_sum = Pricing(t).cost(day_sum, _at(2025, 6, 2), _at(2025, 6, 3), [MonthPeak(date(2025, 5, 1), 3.0)])
+    assert with_sum.capacity == pytest.approx(60 / 12 * (72.0 + 3.0) / 2 / 30)  # the row read as a 72 kW quarter
+    right = Pricing(t).cost(day_sum, _at(2025, 6, 2), _at(2025, 6, 3), [MonthPeak(date(2025, 5, 1), 3.0)],
+                            derive_peaks=False)
+    assert right.capacity == pytest.approx(60 / 12 * 3.0 / 30)
+
+
+def test_projections_month_and_year() -> None:
+    qs = [q for d in range(3) for q in _day(date(2025, 6, 1) + timedelta(days=d))]
+    out = projections(Pricing(DAY_NIGHT), qs, _at(2025, 6, 4))
+    assert set(out) == {"method", "month", "year"}
+    month, year = out["month"], out["year"]
+    assert isinstance(month, dict) and isinstance(year, dict)
+    assert month["projected"]["import"] == pytest.approx(30 * 96 * (0.1 * 0.32 + 0.05 * 0.26), abs=1e-3)
+    assert year["end"] == "2026-01-01T00:00:00+01:00" and year["basis_days"] == 3.0

@@ -7,7 +7,8 @@ This is the interface the store's query layer (--report, REST, MCP) calls:
   Fixed fees are spread per local day (per-year fee / days in that year + per-month fee / days in that
   month + per-day fee) and the capacity tariff per day of its month (see capacity.py), each in
   proportion to the part of the day the period covers: so any split of a period adds up to the whole.
-- `project(pricing, quarters, now, ...)`: the current month's or year's cost from what is used so far.
+- `project(pricing, quarters, now, ...)`: the current month's or year's cost from what is used so far
+  (`projections` gives both in their JSON shape).
 - `compare(pricings, quarters, start, end, peaks)`: the same use under every tariff, cheapest first.
 """
 
@@ -24,7 +25,8 @@ from app.tariffs.prices import PriceTable
 from app.tariffs.settings import TariffConfig
 from app.tariffs.usage import MonthPeak, QuarterUse
 
-__all__ = ["Cost", "MonthPeak", "Pricing", "Projection", "QuarterUse", "compare", "day_shares", "project"]
+__all__ = ["PROJECTION_METHOD", "Cost", "MonthPeak", "Pricing", "Projection", "QuarterUse", "compare", "day_shares",
+           "project", "projections"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,21 +159,25 @@ class Pricing:
         return fixed, capacity
 
     def cost(self, quarters: Iterable[QuarterUse], start: datetime, end: datetime,
-             peaks: Sequence[MonthPeak] = (), *, tz: tzinfo | None = None) -> Cost:
+             peaks: Sequence[MonthPeak] = (), *, tz: tzinfo | None = None, derive_peaks: bool = True) -> Cost:
         """Cost of the quarters in [start, end) (aware datetimes, local period bounds).
 
         `peaks` are the months' peaks as billed (the meter's 1-0:1.6.0 / 0-0:98.1.0, or the store's own);
         months without one take the highest of the quarters given (pass the whole month's quarters, or its
-        peak, to price part of a month). `tz` sets the local days and months (default: the Pricing's, else
-        start's tzinfo)."""
+        peak, to price part of a month; `derive_peaks=False` when `quarters` are period sums, not quarters).
+        `tz` sets the local days and months (default: the Pricing's, else start's tzinfo)."""
         qs = quarters if isinstance(quarters, (list, tuple)) else list(quarters)
         energy = self.energy(qs, start, end)
         peaks_kw: dict[date, float] = {}
         if self.tariff.capacity_price:
-            peaks_kw = merge_peaks(peaks, peaks_from_quarters(qs))
+            peaks_kw = merge_peaks(peaks, peaks_from_quarters(qs) if derive_peaks else None)
         fixed, capacity = self.standing(start, end, peaks_kw, tz)
         return Cost(energy.total + fixed + capacity, energy.import_, energy.export, capacity, fixed, energy.gas,
                     energy.unpriced_kwh)
+
+
+PROJECTION_METHOD = ("energy, export and gas so far + their daily average so far (since the first quarter with "
+                     "data in the period) x the days left; fixed fees and capacity for the whole period")
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,9 +192,9 @@ class Projection:
     basis_days: float  # days of use the daily average is taken over
 
     def as_dict(self) -> dict[str, object]:
-        """JSON shape: bounds, the basis, and both costs."""
-        return {"start": self.start.isoformat(), "end": self.end.isoformat(), "now": self.now.isoformat(),
-                "basis_days": round(self.basis_days, 3), "so_far": self.so_far.as_dict(),
+        """JSON shape: bounds, the method and its basis, and both costs."""
+        return {"method": PROJECTION_METHOD, "start": self.start.isoformat(), "end": self.end.isoformat(),
+                "now": self.now.isoformat(), "basis_days": round(self.basis_days, 3), "so_far": self.so_far.as_dict(),
                 "projected": self.projected.as_dict()}
 
 
@@ -206,7 +212,7 @@ def period_bounds(now: datetime, period: str, tz: tzinfo) -> tuple[datetime, dat
 
 
 def project(pricing: Pricing, quarters: Iterable[QuarterUse], now: datetime, peaks: Sequence[MonthPeak] = (),
-            *, period: str = "month", tz: tzinfo | None = None) -> Projection:
+            *, period: str = "month", tz: tzinfo | None = None, derive_peaks: bool = True) -> Projection:
     """Project this month's (or year's) cost from what is used so far.
 
     Energy, export and gas: what the quarters so far cost, plus their daily average (over the time from the
@@ -217,8 +223,9 @@ def project(pricing: Pricing, quarters: Iterable[QuarterUse], now: datetime, pea
     assert zone is not None, "an aware `now` is needed"
     start, end = period_bounds(now, period, zone)
     qs = [q for q in quarters if start <= q.start < now]
-    so_far = pricing.cost(qs, start, now, peaks, tz=zone)
-    whole = pricing.cost(qs, start, end, peaks, tz=zone)  # energy up to now, standing charges for all of it
+    so_far = pricing.cost(qs, start, now, peaks, tz=zone, derive_peaks=derive_peaks)
+    # energy up to now, standing charges for all of it
+    whole = pricing.cost(qs, start, end, peaks, tz=zone, derive_peaks=derive_peaks)
     first = min((q.start for q in qs), default=now)
     basis_s = now.timestamp() - first.timestamp()
     rest = (end.timestamp() - now.timestamp()) / basis_s if basis_s > 0 else 0.0
@@ -229,9 +236,19 @@ def project(pricing: Pricing, quarters: Iterable[QuarterUse], now: datetime, pea
     return Projection(start, end, now, so_far, projected, basis_s / 86400.0)
 
 
+def projections(pricing: Pricing, quarters: Iterable[QuarterUse], now: datetime, peaks: Sequence[MonthPeak] = (),
+                *, tz: tzinfo | None = None, derive_peaks: bool = True) -> dict[str, object]:
+    """This month's and this year's projections in their JSON shape (pass this year's quarters so far)."""
+    qs = quarters if isinstance(quarters, (list, tuple)) else list(quarters)
+    return {"method": PROJECTION_METHOD,
+            **{period: project(pricing, qs, now, peaks, period=period, tz=tz, derive_peaks=derive_peaks).as_dict()
+               for period in ("month", "year")}}
+
+
 def compare(pricings: Sequence[Pricing], quarters: Iterable[QuarterUse], start: datetime, end: datetime,
-            peaks: Sequence[MonthPeak] = (), *, tz: tzinfo | None = None) -> list[tuple[str, Cost]]:
+            peaks: Sequence[MonthPeak] = (), *, tz: tzinfo | None = None,
+            derive_peaks: bool = True) -> list[tuple[str, Cost]]:
     """The same use priced under every tariff, cheapest first (ties by name; "" is [tariff])."""
     qs = quarters if isinstance(quarters, (list, tuple)) else list(quarters)
-    rows = [(p.name, p.cost(qs, start, end, peaks, tz=tz)) for p in pricings]
+    rows = [(p.name, p.cost(qs, start, end, peaks, tz=tz, derive_peaks=derive_peaks)) for p in pricings]
     return sorted(rows, key=lambda r: (r[1].total, r[0]))
