@@ -113,6 +113,11 @@ def test_different_currency_in_header_or_value() -> None:
     assert parse_prices("start;price SEK/kWh\n2025-06-01 00:00;1.1\n", BRU, "SEK").import_prices == (1.1,)
 
 
+def test_a_bad_first_time_is_not_taken_for_a_header() -> None:
+    assert _err("2025-13-01 00:00;0.1\n2025-06-01 01:00;0.1\n").startswith(
+        "prices.csv line 1: '2025-13-01 00:00' is not a time")
+
+
 def test_other_bad_lines() -> None:
     assert "not a time" in _err("2025-06-01 00:00;0.1\nyesterday;0.1\n")
     assert "2 fields where the lines before have 3" in _err("2025-06-01 00:00;0.1;0.0\n2025-06-01 01:00;0.1\n")

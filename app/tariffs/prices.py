@@ -20,10 +20,9 @@ from __future__ import annotations
 import math
 import re
 from bisect import bisect_right
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, tzinfo
-from functools import partial
 from itertools import pairwise
 from pathlib import Path
 
@@ -37,8 +36,6 @@ _VALUE_RE = re.compile(
     r"^(?:(?P<pre>[A-Z]{3}|€|£)\s*)?(?P<num>[-+]?(?:\d+(?:[.,]\d*)?|[.,]\d+)(?:[eE][-+]?\d+)?)"
     r"\s*(?P<post>[A-Z]{3}|€|£)?$")
 _CENTS = frozenset({"ct", "cent", "cents", "c"})
-_Fail = Callable[[str], ConfigError]
-_FailAt = Callable[[int, str], ConfigError]
 
 
 @dataclass(frozen=True, eq=False)
@@ -105,50 +102,50 @@ def load_prices(path: str | Path, tz: tzinfo, currency: str = "EUR") -> PriceTab
 
 def parse_prices(text: str, tz: tzinfo, currency: str = "EUR", name: str = "<prices>") -> PriceTable:
     """Parse the text of a prices file (see the module docstring)."""
-
-    def fail(lineno: int, why: str) -> ConfigError:
-        return ConfigError(f"{name} line {lineno}: {why}")
-
     delim = ""
     scale = 1.0
     ncols = 0
     header_seen = False
     rows: list[tuple[int, int, float, float | None]] = []  # (line, start epoch s, import, export)
     prev_s: int | None = None
-    for lineno, raw in enumerate(text.splitlines(), 1):
-        line = raw.split("#", 1)[0].strip()
-        if not line:
-            continue
-        if not delim:
-            delim = ";" if ";" in line else "\t" if "\t" in line else ","
-        fields = [f.strip() for f in line.split(delim)]
-        while len(fields) > 2 and not fields[-1]:
-            fields.pop()
-        when = _parse_time(fields[0])
-        if when is None:
-            if rows or header_seen:
-                raise fail(lineno, f"{fields[0]!r} is not a time (expected e.g. 2025-06-01T00:00:00+02:00 "
-                                   "or 2025-06-01 00:00 in local time)")
-            header_seen = True
-            scale = _header_unit(fields[1:], currency, partial(fail, lineno))
-            continue
-        if len(fields) not in (2, 3):
-            raise fail(lineno, f"expected 'start time {delim} import price [{delim} export price]', "
-                               f"got {len(fields)} fields")
-        if ncols and len(fields) != ncols:
-            raise fail(lineno, f"{len(fields)} fields where the lines before have {ncols} "
-                               "(give an export price on every line or on none)")
-        ncols = len(fields)
-        if when.second or when.microsecond or when.minute % 15:
-            raise fail(lineno, f"{fields[0]!r} is not the start of a quarter-hour or hour slot")
-        start_s = _resolve(when, tz, prev_s, partial(fail, lineno))
-        imp = _number(fields[1], currency, partial(fail, lineno)) * scale
-        exp = _number(fields[2], currency, partial(fail, lineno)) * scale if ncols == 3 else None
-        rows.append((lineno, start_s, imp, exp))
-        prev_s = start_s
+    lineno = 0
+    try:
+        for lineno, raw in enumerate(text.splitlines(), 1):
+            line = raw.split("#", 1)[0].strip()
+            if not line:
+                continue
+            if not delim:
+                delim = ";" if ";" in line else "\t" if "\t" in line else ","
+            fields = [f.strip() for f in line.split(delim)]
+            while len(fields) > 2 and not fields[-1]:
+                fields.pop()
+            when = _parse_time(fields[0])
+            if when is None:
+                if rows or header_seen or any(_VALUE_RE.match(f) for f in fields[1:]):
+                    raise ValueError(f"{fields[0]!r} is not a time (expected e.g. 2025-06-01T00:00:00+02:00 "
+                                     "or 2025-06-01 00:00 in local time)")
+                header_seen = True
+                scale = _header_unit(fields[1:], currency)
+                continue
+            if len(fields) not in (2, 3):
+                raise ValueError(f"expected 'start time {delim} import price [{delim} export price]', "
+                                 f"got {len(fields)} fields")
+            if ncols and len(fields) != ncols:
+                raise ValueError(f"{len(fields)} fields where the lines before have {ncols} "
+                                 "(give an export price on every line or on none)")
+            ncols = len(fields)
+            if when.second or when.microsecond or when.minute % 15:
+                raise ValueError(f"{fields[0]!r} is not the start of a quarter-hour or hour slot")
+            start_s = _resolve(when, tz, prev_s)
+            imp = _number(fields[1], currency) * scale
+            exp = _number(fields[2], currency) * scale if ncols == 3 else None
+            rows.append((lineno, start_s, imp, exp))
+            prev_s = start_s
+    except ValueError as exc:
+        raise ConfigError(f"{name} line {lineno}: {exc}") from None
     if not rows:
         raise ConfigError(f"{name}: no prices (expected lines 'start time ; import price [; export price]')")
-    return _build(rows, tz, name, ncols == 3, fail)
+    return _build(rows, tz, name, ncols == 3)
 
 
 def _parse_time(text: str) -> datetime | None:
@@ -158,34 +155,38 @@ def _parse_time(text: str) -> datetime | None:
         return None
 
 
-def _resolve(when: datetime, tz: tzinfo, prev_s: int | None, fail: _Fail) -> int:
+def _resolve(when: datetime, tz: tzinfo, prev_s: int | None) -> int:
     """Epoch seconds of a slot start; naive times are local in `tz` (the repeated autumn hour: the later one)."""
     if when.tzinfo is not None:
         return int(when.timestamp())
-    early = when.replace(tzinfo=tz, fold=0)
-    late = when.replace(tzinfo=tz, fold=1)
-    e_s, l_s = int(early.timestamp()), int(late.timestamp())
+    e_s = int(when.replace(tzinfo=tz).timestamp())
     if datetime.fromtimestamp(e_s, tz).replace(tzinfo=None) != when:
-        raise fail(f"local time {when:%Y-%m-%d %H:%M} does not exist in {tz} (the clocks skip it)")
-    if e_s != l_s and prev_s is not None and prev_s >= e_s:
-        return l_s
+        raise ValueError(f"local time {when:%Y-%m-%d %H:%M} does not exist in {tz} (the clocks skip it)")
+    if prev_s is not None and prev_s >= e_s:  # the second pass of a repeated hour, or a real duplicate
+        l_s = int(when.replace(tzinfo=tz, fold=1).timestamp())
+        if l_s > prev_s:
+            return l_s
     return e_s
 
 
-def _number(text: str, currency: str, fail: _Fail) -> float:
-    m = _VALUE_RE.match(text)
-    if m is None:
-        raise fail(f"{text!r} is not a number")
-    for cur in (m.group("pre"), m.group("post")):
-        if cur and _SYMBOLS.get(cur, cur) != currency:
-            raise fail(f"price {text!r} is in {_SYMBOLS.get(cur, cur)}, [tariff] currency is {currency}")
-    v = float(m.group("num").replace(",", "."))
+def _number(text: str, currency: str) -> float:
+    try:
+        v = float(text)  # the usual case
+    except ValueError:
+        m = _VALUE_RE.match(text)
+        if m is None:
+            raise ValueError(f"{text!r} is not a number") from None
+        for cur in (m.group("pre"), m.group("post")):
+            if cur and _SYMBOLS.get(cur, cur) != currency:
+                raise ValueError(f"price {text!r} is in {_SYMBOLS.get(cur, cur)}, [tariff] currency is {currency}"
+                                 ) from None
+        v = float(m.group("num").replace(",", "."))
     if not math.isfinite(v):
-        raise fail(f"{text!r} is not a finite number")
+        raise ValueError(f"{text!r} is not a finite number")
     return v
 
 
-def _header_unit(fields: Sequence[str], currency: str, fail: _Fail) -> float:
+def _header_unit(fields: Sequence[str], currency: str) -> float:
     """The factor from the header's price unit to currency per kWh (1 without a unit)."""
     scale = 1.0
     for f in fields:
@@ -197,15 +198,19 @@ def _header_unit(fields: Sequence[str], currency: str, fail: _Fail) -> float:
         if cur.lower() in _CENTS:
             scale = per * 0.01
         elif _SYMBOLS.get(cur, cur.upper()) != currency:
-            raise fail(f"prices in {_SYMBOLS.get(cur, cur.upper())}/{m.group(2)}, [tariff] currency is {currency}")
+            raise ValueError(f"prices in {_SYMBOLS.get(cur, cur.upper())}/{m.group(2)}, [tariff] currency is "
+                             f"{currency}")
         else:
             scale = per
     return scale
 
 
-def _build(rows: list[tuple[int, int, float, float | None]], tz: tzinfo, name: str, with_export: bool,
-           fail: _FailAt) -> PriceTable:
+def _build(rows: list[tuple[int, int, float, float | None]], tz: tzinfo, name: str, with_export: bool) -> PriceTable:
     """Check order, duplicates, slot lengths and gaps; the last slot is as long as the ones before it."""
+
+    def fail(lineno: int, why: str) -> ConfigError:
+        return ConfigError(f"{name} line {lineno}: {why}")
+
     first_line: dict[int, int] = {}
     for lineno, s, _i, _e in rows:
         if s in first_line:
@@ -214,28 +219,27 @@ def _build(rows: list[tuple[int, int, float, float | None]], tz: tzinfo, name: s
     for (l0, s0, _i0, _e0), (l1, s1, _i1, _e1) in pairwise(rows):
         if s1 < s0:
             raise fail(l1, f"slot {_show(s1, tz)} comes before the one on line {l0} (keep the file in time order)")
+    local = [datetime.fromtimestamp(r[1], tz) for r in rows]
+    days = [t.date() for t in local]
     lengths = [b[1] - a[1] for a, b in pairwise(rows)]
     day_len: dict[date, int] = {}  # the slot length of each local day: its shortest valid one
-    for (_l, s, _i, _e), length in zip(rows, lengths, strict=False):
+    for day, length in zip(days, lengths, strict=False):
         if length in (QUARTER_S, HOUR_S):
-            day = datetime.fromtimestamp(s, tz).date()
             day_len[day] = min(day_len.get(day, length), length)
-    for idx, ((lineno, s, _i, _e), length) in enumerate(zip(rows, lengths, strict=False)):
-        slot = day_len.get(datetime.fromtimestamp(s, tz).date(), QUARTER_S if length < HOUR_S else HOUR_S)
+    for idx, length in enumerate(lengths):
+        slot = day_len.get(days[idx], QUARTER_S if length < HOUR_S else HOUR_S)
         if length == slot:
             continue
+        lineno, s = rows[idx][0], rows[idx][1]
         nxt_line = rows[idx + 1][0]
         if length < slot:
             raise fail(nxt_line, f"slot {_show(s + length, tz)} starts {length // 60} min after the one on "
                                  f"line {lineno} (slots are 15 min or 1 h)")
         raise fail(nxt_line, f"gap: no price from {_show(s + slot, tz)} to {_show(s + length, tz)} "
                              f"(after line {lineno})")
-    last_local = datetime.fromtimestamp(rows[-1][1], tz)
-    last_len = day_len.get(last_local.date()) or (
-        lengths[-1] if lengths else HOUR_S if last_local.minute == 0 else QUARTER_S)
-    for lineno, s, _i, _e in rows:
-        local = datetime.fromtimestamp(s, tz)
-        if local.minute and day_len.get(local.date(), last_len) == HOUR_S:
+    last_len = day_len.get(days[-1]) or (lengths[-1] if lengths else HOUR_S if local[-1].minute == 0 else QUARTER_S)
+    for (lineno, s, _i, _e), t, day in zip(rows, local, days, strict=True):
+        if t.minute and day_len.get(day, last_len) == HOUR_S:
             raise fail(lineno, f"hourly slot {_show(s, tz)} does not start on the hour")
     return PriceTable(
         path=name,
