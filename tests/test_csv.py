@@ -5,10 +5,13 @@ from __future__ import annotations
 import logging
 import resource
 import signal
+import tempfile
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from app.config import CsvConfig
 from app.records import Reading
@@ -138,3 +141,58 @@ def test_a_flush_failing_on_the_second_day_does_not_repeat_the_first(tmp_path: P
     s.close()
     assert len((tmp_path / "2026-06-21.csv").read_text().splitlines()) == 2
     assert len((tmp_path / "2026-06-22.csv").read_text().splitlines()) == 2
+
+
+def _timestamps(path: Path) -> list[str]:
+    return [line.split(",")[0] for line in path.read_text().splitlines()[1:]]
+
+
+def test_rerun_over_the_same_data_writes_no_duplicate_rows(tmp_path: Path,
+                                                            caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    for run in range(2):  # a replay (or `make demo`) run twice, the second going 5 s further
+        s = _sink(tmp_path, interval=0.0)
+        for i in range(10 + 5 * run):
+            s.write(_reading(T0 + timedelta(seconds=i), actual_total_consumption=float(i)), {"boiler": False})
+        s.close()
+    stamps = _timestamps(tmp_path / "2026-06-21.csv")
+    assert len(stamps) == 15 and len(set(stamps)) == 15
+    assert s.skipped == 10
+    warnings = [r.getMessage() for r in caplog.records if "not written again" in r.getMessage()]
+    assert len(warnings) == 2  # once when it starts skipping, once with the total at close
+    assert "10 rows not written again" in warnings[1]
+
+
+def test_clean_restart_inside_an_interval_writes_one_row_per_timestamp(tmp_path: Path) -> None:
+    s = _sink(tmp_path, interval=60.0)
+    for sec in (0, 20):
+        s.write(_reading(T0 + timedelta(seconds=sec), actual_total_consumption=1.0), {"boiler": True})
+    s.close()  # the partial 10:00 row is written at stop
+    s2 = _sink(tmp_path, interval=60.0)
+    for sec in (40, 60, 80, 120):
+        s2.write(_reading(T0 + timedelta(seconds=sec), actual_total_consumption=2.0), {"boiler": True})
+    s2.close()
+    assert _timestamps(tmp_path / "2026-06-21.csv") == [
+        "2026-06-21T10:00:00+02:00", "2026-06-21T10:01:00+02:00", "2026-06-21T10:02:00+02:00"]
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(st.integers(-30, 60), st.integers(0, 40)), min_size=1, max_size=5),
+       st.sampled_from([0.0, 10.0]))
+def test_any_sequence_of_runs_leaves_strictly_increasing_rows(runs: list[tuple[int, int]], interval: float) -> None:
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d)
+        newest: datetime | None = None
+        for offset, n in runs:  # each run: a new sink (restart/replay) writing n seconds from offset
+            s = _sink(path, interval=interval)
+            for i in range(n):
+                s.write(_reading(T0 + timedelta(seconds=offset + i), actual_total_consumption=1.0), {})
+            s.close()
+            if n:
+                last = s._bucket(T0 + timedelta(seconds=offset + n - 1))
+                newest = last if newest is None else max(newest, last)
+        files = list(path.glob("*.csv"))
+        stamps = [datetime.fromisoformat(t) for f in files for t in _timestamps(f)]
+        assert stamps == sorted(set(stamps))  # strictly increasing: no duplicate, nothing out of order
+        if newest is not None:
+            assert stamps[-1] == newest  # whatever is newer than the file is written

@@ -147,3 +147,17 @@ def test_stale_data_puts_relays_safe(setup: tuple[Path, Path, Pty]) -> None:
     finally:
         app.stop()
         app.kill()
+
+
+def test_replay_twice_over_the_same_csv_adds_no_duplicates(tmp_path: Path) -> None:
+    ini = tmp_path / "r.ini"
+    ini.write_text(INI.format(source="/dev/null", csv=tmp_path / "csv"))
+    for _ in range(2):
+        app = Appliance(ini, "--replay", str(FIXTURES / "dsmr" / "iskra_am550-stream_dsmr5.0_1.txt"),
+                        "--replay-speed", "0")
+        code = app.proc.wait(timeout=30)
+        app.kill()
+        assert code == 0, app.log()
+    stamps = [r[0] for r in csv_rows(tmp_path / "csv")]
+    assert len(stamps) == 5 and len(set(stamps)) == 5
+    assert "5 rows not written again" in app.log()

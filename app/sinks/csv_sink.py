@@ -8,6 +8,10 @@ the meter sends, then `relay_<name>` (1/0, state after the last reading of the r
 interval, energy counters and demand registers are the last value and instantaneous values
 (power, voltage, current) the mean. Rows are buffered and written whole, with fsync, every
 `flush_interval`; a torn last line left by a power cut is cut off when the file is reopened.
+
+Appending is idempotent: a row whose timestamp is at or before the last row of its day file
+(a replay or `make demo` run again over the same data, a restart inside an interval, a meter
+clock stepping back) is not written again, only counted (logged once, and the total at close).
 """
 
 from __future__ import annotations
@@ -84,6 +88,8 @@ class CsvSink(Sink):
         self.current: Interval | None = None
         self.pending: list[tuple[str, dict[str, float], datetime | None, Mapping[str, bool], datetime]] = []
         self.headers: dict[str, list[str]] = {}  # day -> columns of that file
+        self.last_row: dict[str, datetime | None] = {}  # day -> timestamp of the file's last row
+        self.skipped = 0  # rows not written: at or before the last row already in their file
         self.last_flush = time.monotonic()
         self.last_sync = self.last_flush
         self.dropped = 0
@@ -150,13 +156,29 @@ class CsvSink(Sink):
         by_day: dict[str, list[str]] = {}
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
-            for day, values, gas_time, relays, start in self.pending:
+            last: dict[str, datetime | None] = {}
+            kept = []
+            skipped: list[tuple[str, datetime, datetime]] = []
+            for row in self.pending:
+                day, values, gas_time, relays, start = row
                 lines = by_day.get(day)
                 if lines is None:
                     lines = by_day[day] = []
-                lines.append(self._line(self._columns(day, values, gas_time), start, values, gas_time, relays))
+                cols = self._columns(day, values, gas_time)  # also reads the file's last row
+                newest = last[day] if day in last else self.last_row.get(day)
+                if newest is not None and start <= newest:
+                    skipped.append((day, start, newest))
+                    continue
+                last[day] = start
+                kept.append(row)
+                lines.append(self._line(cols, start, values, gas_time, relays))
+            self.pending = kept  # a skipped row is final: its time is already in the file
+            for day, start, newest in skipped:
+                self._skip(day, start, newest)
             for day, lines in by_day.items():  # oldest day first; each day's rows go in one write
-                self._append(day, lines, sync)
+                if lines:
+                    self._append(day, lines, sync)
+                    self.last_row[day] = last[day]
                 self.pending = [row for row in self.pending if row[0] != day]  # never written twice
                 self.rows_written += len(lines)
         except OSError as exc:
@@ -168,15 +190,23 @@ class CsvSink(Sink):
             for old in sorted(self.headers)[:-3]:  # keep the columns of the last few days only
                 if old not in by_day:
                     del self.headers[old]
+                    self.last_row.pop(old, None)
         if self._failing:
             log.info("CSV writing resumed in %s", self.dir)
             self._failing = False
+
+    def _skip(self, day: str, start: datetime, newest: datetime) -> None:
+        self.skipped += 1
+        if self.skipped == 1:
+            log.warning("CSV: %s already has rows up to %s: rows at or before that time (here %s) are not "
+                        "written again (a replay or restart over written data?); counting them",
+                        self._path(day), newest.isoformat(timespec="seconds"), start.isoformat(timespec="seconds"))
 
     def _columns(self, day: str, values: Mapping[str, float], gas_time: datetime | None) -> list[str]:
         """The columns of a day file: its existing header, or those of its first row."""
         cols = self.headers.get(day)
         if cols is None:
-            cols = self._existing_header(day)
+            cols, self.last_row[day] = self._existing_header(day)
             if cols is None:
                 present = [n for n in FIELD_NAMES if n in values]
                 if gas_time is not None:
@@ -188,11 +218,12 @@ class CsvSink(Sink):
     def _path(self, day: str) -> Path:
         return self.dir / f"{day}.csv"
 
-    def _existing_header(self, day: str) -> list[str] | None:
-        """Columns of a day file written before a restart; cuts off a torn last row (power cut)."""
+    def _existing_header(self, day: str) -> tuple[list[str] | None, datetime | None]:
+        """Columns and last row's timestamp of a day file written before a restart; cuts off a torn
+        last row (power cut)."""
         path = self._path(day)
         if not path.exists() or path.stat().st_size == 0:
-            return None
+            return None, None
         with path.open("rb+") as fh:
             header = fh.readline()
             size = fh.seek(0, os.SEEK_END)
@@ -210,8 +241,17 @@ class CsvSink(Sink):
                 fh.truncate(pos)
                 log.warning("%s ended in a partial row (power cut?); cut it off", path)
                 if pos == 0:
-                    return None
-        return header.decode("utf-8").rstrip("\r\n").split(self.cfg.delimiter)
+                    return None, None
+            size = fh.seek(0, os.SEEK_END)
+            fh.seek(max(0, size - 4096))
+            tail = fh.read().rstrip(b"\r\n").rsplit(b"\n", 1)[-1]
+        last = None
+        if tail and tail != header.rstrip(b"\r\n"):
+            try:
+                last = datetime.fromisoformat(tail.split(self.cfg.delimiter.encode(), 1)[0].decode("utf-8"))
+            except (ValueError, UnicodeDecodeError):
+                log.warning("%s: last row has no readable timestamp; appending after it", path)
+        return header.decode("utf-8").rstrip("\r\n").split(self.cfg.delimiter), last
 
     def _line(self, cols: list[str], start: datetime, values: Mapping[str, float],
               gas_time: datetime | None, relays: Mapping[str, bool]) -> str:
@@ -261,5 +301,7 @@ class CsvSink(Sink):
             self._emit(self.current)
             self.current = None
         self.flush(sync=True)
+        if self.skipped:
+            log.info("CSV: %d rows not written again (at or before the last row of their day file)", self.skipped)
         if self.pending:
             raise SinkIncomplete(f"{len(self.pending)} CSV rows could not be written at shutdown")
