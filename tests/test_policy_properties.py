@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 from datetime import UTC, datetime, timedelta
 
 from gpiozero.pins.mock import MockFactory
@@ -247,3 +248,97 @@ def test_same_decisions_however_batched(
         i += size
     assert singly == batched
     assert one.states == batched_policy.states
+
+
+# ------------------------------------------------------------------ meter clocks that freeze or step back
+
+OFF_AFTER_S = 10
+
+
+def _clock_relay() -> tuple[RelayConfig, ...]:
+    return (RelayConfig(name="boiler", pin="GPIO17", on_when=parse_condition("export > 1500 W"),
+                        off_when=parse_condition(f"export < 200 W for {OFF_AFTER_S} s")),)
+
+
+def _at(t_s: float, export_w: float, wall_s: float | None = None) -> Reading:
+    when = BASE + timedelta(seconds=t_s)
+    wall = WALL + timedelta(seconds=t_s if wall_s is None else wall_s)
+    return Reading(0, "dsmr", "T", "/T", when, wall,
+                   {}, {"actual_total_injection": export_w / 1000, "actual_total_consumption": 0.0})
+
+
+@PROFILE
+@given(st.lists(st.tuples(st.integers(1, 4), st.integers(-3, 0)), min_size=8, max_size=30))
+def test_small_backward_steps_do_not_reset_runs(groups: list[tuple[int, int]]) -> None:
+    """export 0 W after the relay went on: off once the meter clock's high-water mark is 10 s past the
+    drop, however the clock steps back by up to 3 s (e.g. 1 s every fifth telegram) or stands."""
+    steps = [x for forward, back in groups for x in [1] * forward + [back]]
+    policy = Policy(ControlConfig(settle=0.0, stale_after=STALE_AFTER), _clock_relay())
+    policy.start(WALL)
+    policy.step(_at(0, 3000))
+    assert policy.states == {"boiler": True}
+    t = 0.0
+    high = 0.0
+    drop: float | None = None
+    for i, dt in enumerate(steps):
+        t += dt
+        high = max(high, t)
+        policy.step(_at(t, 0.0, wall_s=float(i + 1)))
+        drop = high if drop is None else drop
+        if high - drop >= OFF_AFTER_S:
+            assert policy.states == {"boiler": False}, (steps[: i + 1], high, drop)
+            return
+        assert policy.states == {"boiler": True}
+
+
+def test_a_one_second_step_back_every_fifth_telegram_still_switches_off() -> None:
+    policy = Policy(ControlConfig(settle=0.0, stale_after=STALE_AFTER), _clock_relay())
+    policy.start(WALL)
+    policy.step(_at(0, 3000))
+    t, off_at = 0, None
+    for i in range(1, 61):
+        t += -1 if i % 5 == 0 else 1
+        if policy.step(_at(t, 0.0, wall_s=i)):
+            off_at = i
+            break
+    assert off_at is not None and off_at <= 20
+
+
+@PROFILE
+@given(st.integers(3, 20), st.integers(1, 90), st.sampled_from([5.0, 30.0, 60.0]))
+def test_a_frozen_meter_clock_is_stale_after_stale_after_of_wall_time(
+    before: int, frozen: int, stale_after: float
+) -> None:
+    """Readings keep coming every second of wall time while the meter clock stands still: relays safe
+    once it has stood for more than stale_after, back under the rules when it moves again."""
+    policy = Policy(ControlConfig(settle=0.0, stale_after=stale_after), _clock_relay())
+    policy.start(WALL)
+    for i in range(before):
+        policy.step(_at(i, 3000))
+    assert policy.states == {"boiler": True}
+    last = before - 1
+    for k in range(1, frozen + 1):
+        events = policy.step(_at(last, 3000, wall_s=last + k))
+        if k > stale_after:
+            assert policy.states == {"boiler": False} and policy.clock_stuck is not None
+            assert k - 1 <= stale_after or not events  # safe exactly once, at the first stale reading
+        else:
+            assert policy.states == {"boiler": True} and policy.clock_stuck is None
+    policy.step(_at(last + 1, 3000, wall_s=last + frozen + 1))
+    assert policy.clock_stuck is None and policy.states == {"boiler": True}
+
+
+def test_frozen_clock_is_logged_by_the_controller(caplog: Any) -> None:
+    import logging
+
+    factory = MockFactory()
+    ctl = Controller(ControlConfig(settle=0.0, stale_after=10.0), _clock_relay(), pin_factory=factory)
+    ctl.start(now_monotonic=0.0)
+    with caplog.at_level(logging.INFO, logger="app.control"):
+        ctl.on_reading(_at(0, 3000), now_monotonic=0.0)
+        for k in range(1, 15):
+            ctl.on_reading(_at(0, 3000, wall_s=k), now_monotonic=float(k))
+    ctl.close()
+    text = caplog.text
+    assert "stale: meter clock stuck at 2024-06-03T09:00:00+00:00 for 11 s of wall time" in text
+    assert "relay boiler -> off (stale: meter clock stuck" in text

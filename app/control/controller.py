@@ -76,7 +76,12 @@ class Controller:
         if self._stale:
             self._stale = False
             log.info("valid readings again, relays back under their rules")
+        stuck = self.policy.clock_stuck
         events = self.policy.step(reading)
+        if self.policy.clock_stuck is not None and stuck is None:
+            log.warning("%s, every relay to its safe state until it advances", self.policy.clock_stuck)
+        elif stuck is not None and self.policy.clock_stuck is None:
+            log.info("meter clock advances again, relays back under their rules")
         self._apply(events, meter_time=True)
         return events
 

@@ -6,6 +6,12 @@ speed decides exactly as live. For every reading, in order:
     1. runs      each condition whose value is true starts a run (unless one is going), a false
                  one ends it; a condition is *held* when its run has lasted >= its duration.
                  A gap in meter time > stale_after ends every run and puts relays in the safe state.
+                 Meter time only moves forward: a reading stamped at or before the last one (a
+                 frozen clock, a small step back) counts at the last one's time, so runs go on;
+                 a meter clock that has not advanced for more than stale_after of *wall* time
+                 (the reading's receive time, or `wall`) is stale data: every relay safe until it
+                 advances again. A step back by more than stale_after is a clock reset: stored
+                 times move with it and runs end.
     2. settle    nothing switches while (now - last switch of any relay) < settle.
     3. one       at most one relay switches:
                  OFF first: on, off_when held (or outside hours), on for >= min_on -> highest
@@ -171,6 +177,8 @@ class Policy:
         self._last_switch: datetime | None = None  # for settle
         self._settle_pending = False  # an override before the first reading counts at that reading
         self._forced = False  # in the safe state by force_safe until the next reading
+        self._advanced_wall: datetime | None = None  # wall time when meter time last moved forward
+        self.clock_stuck: str | None = None  # why, while a stuck meter clock holds every relay safe
 
     # ------------------------------------------------------------ public API
 
@@ -206,16 +214,35 @@ class Policy:
             events.extend(self.step(reading))
         return events
 
-    def step(self, reading: Reading) -> list[SwitchEvent]:
-        """The switches this reading causes (safe-state and override restores first, then at most one)."""
+    def step(self, reading: Reading, wall: datetime | None = None) -> list[SwitchEvent]:
+        """The switches this reading causes (safe-state and override restores first, then at most one).
+
+        `wall`: when it arrived by the wall clock (default: its receive time), for a stuck meter clock."""
         t = reading.time
+        wall = reading.received if wall is None else wall
         events: list[SwitchEvent] = []
         if self._last_t is not None:
             gap_s = (t - self._last_t).total_seconds()
-            if gap_s < 0:
+            if gap_s < -self.control.stale_after:  # the meter clock was reset: keep elapsed times
                 self._shift(t - self._last_t)
-            elif gap_s > self.control.stale_after and not self._forced:
-                events += self._gap(t, gap_s)
+                self._advanced_wall = wall
+            elif gap_s <= 0:  # frozen or a small step back: meter time stands still
+                t = self._last_t
+                assert self._advanced_wall is not None
+                still_s = (wall - self._advanced_wall).total_seconds()
+                if self.clock_stuck is not None:
+                    return events
+                if still_s > self.control.stale_after:
+                    self.clock_stuck = (f"stale: meter clock stuck at {t.isoformat(timespec='seconds')} for "
+                                        f"{still_s:.0f} s of wall time, stale_after is {self.control.stale_after:g} s")
+                    return self.force_safe(t, self.clock_stuck)
+            else:
+                self._advanced_wall = wall
+                self.clock_stuck = None
+                if gap_s > self.control.stale_after and not self._forced:
+                    events += self._gap(t, gap_s)
+        else:
+            self._advanced_wall = wall
         self._last_t = t
         if self._forced:
             self._forced = False
