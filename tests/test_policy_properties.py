@@ -9,8 +9,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from gpiozero.pins.mock import MockFactory
 from hypothesis import given, settings
