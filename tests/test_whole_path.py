@@ -55,11 +55,15 @@ flush_interval = 200 ms
             time.sleep(0.16)
             pty.write(data[second:])
             time.sleep(0.3)
-        assert wait_for(lambda: len(csv_rows(tmp_path / "csv")) == 3, 15), app.log()
+        assert wait_for(lambda: len(csv_rows(tmp_path / "csv")) == 1, 15), app.log()
+        app.wait_log(r"first telegram from meter 181220000009 \(dlms, DLMS profile \S+, interval not known yet\)")
         assert app.stop() == 0
     finally:
         app.kill()
         pty.close()
+    # The same push three times: three readings, one CSV row (the same timestamp is never written twice).
+    assert "3 readings processed; reader: 3 ok" in app.log()
+    assert "CSV: 2 rows not written again" in app.log()
     lines = next((tmp_path / "csv").glob("*.csv")).read_text().splitlines()
     header = lines[0].split(",")
     row = dict(zip(header, lines[1].split(","), strict=True))
