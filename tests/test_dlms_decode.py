@@ -19,6 +19,7 @@ from app.protocols.dlms import DlmsDecoder
 from app.protocols.dsmr import parse_telegram
 from tests.conftest import FIXTURES
 from tests.test_dlms_framing import ENTRIES, FRAMERS, LUX, feed_all, fixture_bytes
+from tests.test_dsmr_fixtures import check_fields
 
 RECEIVED = datetime(2024, 1, 1, 12, 0, tzinfo=UTC)
 TZ = ZoneInfo("Europe/Vienna")
@@ -96,6 +97,13 @@ def test_fixture_decodes_to_manifest(entry: dict[str, Any], profile: str) -> Non
     if reading.protocol == "dlms":  # the profile used (auto-recognised or named) is the header
         assert reading.header == PROFILE[entry["file"]]
     pickle.loads(pickle.dumps(reading))
+
+
+@pytest.mark.parametrize("entry", ENTRIES, ids=[e["file"] for e in ENTRIES])
+def test_fixture_named_fields_match_manifest(entry: dict[str, Any]) -> None:
+    """The named fields agree with the MANIFEST's values (its own `fields` where it lists them)."""
+    reading = decoder_for(entry).decode(apdu_of(entry), RECEIVED)
+    check_fields(reading.fields, entry)
 
 
 @pytest.mark.parametrize("entry", [e for e in ENTRIES if e["push_datetime"]], ids=lambda e: e["file"])
