@@ -279,3 +279,25 @@ def test_unit_and_fifth_group_variants_parse_like_the_standard_form(
     standard = parse_telegram(_telegram(f"{ref}({text}*{unit})"), datetime.now(UTC), TZ)
     variant = parse_telegram(_telegram(f"{ref}{fifth}({text}{unit})"), datetime.now(UTC), TZ)
     assert variant.values == standard.values and variant.fields == standard.fields
+
+
+_SLOT = st.sampled_from(["(700101010000W)(00000000)", "(632525252525S)(00000.000)", "(000101000000W)(00000.000)"])
+
+
+@given(st.lists(st.one_of(_SLOT.map(lambda s: ("empty", s)),
+                          st.tuples(st.sampled_from([3, 7, 4]), st.decimals(1, 99999, places=3))),
+                min_size=1, max_size=4))
+def test_mbus_fields_come_from_the_first_real_channel_of_their_kind(channels: list[Any]) -> None:
+    units = {3: "m3", 7: "m3", 4: "GJ"}
+    names = {3: "total_gas_consumption", 7: "total_water_consumption", 4: "total_heat_consumption"}
+    lines, expected = [], {}
+    for n, slot in enumerate(channels, 1):
+        if slot[0] == "empty":
+            lines += [f"0-{n}:24.1.0(003)", f"0-{n}:24.2.1{slot[1]}"]
+        else:
+            dtype, value = slot
+            lines += [f"0-{n}:24.1.0({dtype:03d})", f"0-{n}:24.2.1(231102121002W)({value:09.3f}*{units[dtype]})"]
+            expected.setdefault(names[dtype], float(value))
+    r = parse_telegram(_telegram(*lines), datetime.now(UTC), TZ)
+    assert r.fields == expected
+    assert (r.gas_time is not None) == ("total_gas_consumption" in expected)
