@@ -87,9 +87,14 @@ def run(quick: bool = False) -> str:
     def daily(p: Pricing) -> Callable[[], object]:
         return lambda: [p.cost(dq, a, b, peaks) for a, b, dq in days]
 
+    store_rows = [(q.start.timestamp(), q.import_kwh_t1, q.import_kwh_t2, q.export_kwh_t1, q.export_kwh_t2, q.gas_m3)
+            for q in qs]
+
     cases = [
         ("day/night + capacity, one call over the year", lambda: Pricing(daynight).cost(qs, start, end, peaks)),
         ("dynamic hourly prices, one call over the year", lambda: Pricing(dynamic).cost(qs, start, end, peaks)),
+        ("dynamic hourly prices, `cost_rows` (store rows, epoch seconds) over the year",
+         lambda: Pricing(dynamic).cost_rows(store_rows, start, end, peaks)),
         ("day/night + capacity, 365 daily calls (a year of daily rows)", daily(Pricing(daynight))),
         ("dynamic hourly prices, 365 daily calls", daily(Pricing(dynamic))),
         ("compare 3 tariffs over the year", lambda: compare(

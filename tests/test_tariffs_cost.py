@@ -240,3 +240,20 @@ def test_projections_month_and_year() -> None:
     assert isinstance(month, dict) and isinstance(year, dict)
     assert month["projected"]["import"] == pytest.approx(30 * 96 * (0.1 * 0.32 + 0.05 * 0.26), abs=1e-3)
     assert year["end"] == "2026-01-01T00:00:00+01:00" and year["basis_days"] == 3.0
+
+
+@given(tariffs(), uses(), st.booleans(), st.lists(st.floats(0, 9), max_size=13))
+def test_cost_rows_equals_cost(t: TariffConfig, use: tuple[list[QuarterUse], datetime, datetime], dynamic: bool,
+                               peak_kws: list[float]) -> None:
+    qs, a, c = use
+    if dynamic:  # hourly prices over the first day only: the rest is priced at the registers
+        lines = [f"{(a + timedelta(hours=h)).astimezone(ZoneInfo('UTC')).isoformat()};0.{h + 10};0.0{h % 10}"
+                 for h in range(24)]
+        t = replace(t, prices_file="mem", prices=parse_prices("\n".join(lines), BRU))
+    peaks = [MonthPeak(date(2025, 12, 1) - timedelta(days=31 * i), kw) for i, kw in enumerate(peak_kws)]
+    rows = [(q.start.timestamp(), q.import_kwh_t1, q.import_kwh_t2, q.export_kwh_t1, q.export_kwh_t2, q.gas_m3)
+            for q in reversed(qs)]
+    p = Pricing(t)
+    by_rows = p.cost_rows(rows, a, c, peaks)
+    by_quarters = p.cost(qs, a, c, peaks, derive_peaks=False)
+    assert by_rows.as_dict() == pytest.approx(by_quarters.as_dict(), abs=1e-6)

@@ -7,6 +7,8 @@ This is the interface the store's query layer (--report, REST, MCP) calls:
   Fixed fees are spread per local day (per-year fee / days in that year + per-month fee / days in that
   month + per-day fee) and the capacity tariff per day of its month (see capacity.py), each in
   proportion to the part of the day the period covers: so any split of a period adds up to the whole.
+- `Pricing(tariff).cost_rows(rows, start, end, peaks)`: the same from raw store rows (epoch seconds, no
+  datetime per quarter): the fast path for a year of quarters.
 - `project(pricing, quarters, now, ...)`: the current month's or year's cost from what is used so far
   (`projections` gives both in their JSON shape).
 - `compare(pricings, quarters, start, end, peaks)`: the same use under every tariff, cheapest first.
@@ -15,6 +17,7 @@ This is the interface the store's query layer (--report, REST, MCP) calls:
 from __future__ import annotations
 
 import calendar
+import math
 from bisect import bisect_right
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -25,8 +28,11 @@ from app.tariffs.prices import PriceTable
 from app.tariffs.settings import TariffConfig
 from app.tariffs.usage import MonthPeak, QuarterUse
 
-__all__ = ["PROJECTION_METHOD", "Cost", "MonthPeak", "Pricing", "Projection", "QuarterUse", "compare", "day_shares",
-           "project", "projections"]
+__all__ = ["PROJECTION_METHOD", "Cost", "MonthPeak", "Pricing", "Projection", "QuarterUse", "Row", "compare",
+           "day_shares", "project", "projections"]
+
+# A quarter as the store holds it: (epoch s of its start, import kWh t1, t2, export kWh t1, t2, gas m³)
+Row = tuple[float, float, float, float, float, float]
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,29 +117,54 @@ class Pricing:
             exp = -(e1 * t.export_price_t1 + e2 * t.export_price_t2)
             gas = gas_m3 * t.gas_price
             return Cost(imp + exp + gas, imp, exp, 0.0, 0.0, gas)
+        rows = ((q.start.timestamp(), q.import_kwh_t1, q.import_kwh_t2, q.export_kwh_t1, q.export_kwh_t2, q.gas_m3)
+                for q in quarters if start <= q.start < end)
+        return self._dynamic(rows, -math.inf, math.inf)
+
+    def energy_rows(self, rows: Iterable[Row], start_s: float, end_s: float) -> Cost:
+        """Import, export and gas of store rows (see `Row`) whose quarter starts in [start_s, end_s)."""
+        if self.prices is not None:
+            return self._dynamic(rows, start_s, end_s)
+        t = self.tariff
+        i1 = i2 = e1 = e2 = gas_m3 = 0.0
+        for ts, a, b, c, d, g in rows:
+            if start_s <= ts < end_s:
+                i1 += a
+                i2 += b
+                e1 += c
+                e2 += d
+                gas_m3 += g
+        imp = i1 * t.import_price_t1 + i2 * t.import_price_t2
+        exp = -(e1 * t.export_price_t1 + e2 * t.export_price_t2)
+        gas = gas_m3 * t.gas_price
+        return Cost(imp + exp + gas, imp, exp, 0.0, 0.0, gas)
+
+    def _dynamic(self, rows: Iterable[Row], start_s: float, end_s: float) -> Cost:
+        """Energy at the prices file's slot prices; outside the file at the register prices (counted)."""
+        t = self.tariff
+        assert self.prices is not None
         table = self.prices
-        starts, end_s, imp_p, exp_p = table.starts, table.end_s, table.import_prices, table.export_prices
+        starts, last_s, imp_p, exp_p = table.starts, table.end_s, table.import_prices, table.export_prices
         first_s, n = starts[0], len(starts)
-        imp = exp = unpriced = 0.0
-        k, lo, hi = -1, 0.0, 0.0  # the slot of the quarter before: sorted quarters mostly stay in it
-        for q in quarters:
-            if not start <= q.start < end:
+        imp = exp = unpriced = gas_m3 = 0.0
+        k, lo, hi = -1, 0.0, 0.0  # the slot of the row before: sorted rows mostly stay in it
+        for ts, i1, i2, e1, e2, g in rows:
+            if not start_s <= ts < end_s:
                 continue
-            gas_m3 += q.gas_m3
-            ts = q.start.timestamp()
+            gas_m3 += g
             if not lo <= ts < hi:
-                if not first_s <= ts < end_s:  # outside the file: the fixed register prices, and say how much
-                    imp += q.import_kwh_t1 * t.import_price_t1 + q.import_kwh_t2 * t.import_price_t2
-                    exp -= q.export_kwh_t1 * t.export_price_t1 + q.export_kwh_t2 * t.export_price_t2
-                    unpriced += q.import_kwh_t1 + q.import_kwh_t2 + q.export_kwh_t1 + q.export_kwh_t2
+                if not first_s <= ts < last_s:  # outside the file: the fixed register prices, and say how much
+                    imp += i1 * t.import_price_t1 + i2 * t.import_price_t2
+                    exp -= e1 * t.export_price_t1 + e2 * t.export_price_t2
+                    unpriced += i1 + i2 + e1 + e2
                     continue
                 k = bisect_right(starts, ts) - 1
-                lo, hi = starts[k], (starts[k + 1] if k + 1 < n else end_s)
-            imp += (q.import_kwh_t1 + q.import_kwh_t2) * imp_p[k]
+                lo, hi = starts[k], (starts[k + 1] if k + 1 < n else last_s)
+            imp += (i1 + i2) * imp_p[k]
             if exp_p is not None:
-                exp -= (q.export_kwh_t1 + q.export_kwh_t2) * exp_p[k]
+                exp -= (e1 + e2) * exp_p[k]
             else:
-                exp -= q.export_kwh_t1 * t.export_price_t1 + q.export_kwh_t2 * t.export_price_t2
+                exp -= e1 * t.export_price_t1 + e2 * t.export_price_t2
         gas = gas_m3 * t.gas_price
         return Cost(imp + exp + gas, imp, exp, 0.0, 0.0, gas, unpriced)
 
@@ -171,6 +202,17 @@ class Pricing:
         peaks_kw: dict[date, float] = {}
         if self.tariff.capacity_price:
             peaks_kw = merge_peaks(peaks, peaks_from_quarters(qs) if derive_peaks else None)
+        fixed, capacity = self.standing(start, end, peaks_kw, tz)
+        return Cost(energy.total + fixed + capacity, energy.import_, energy.export, capacity, fixed, energy.gas,
+                    energy.unpriced_kwh)
+
+    def cost_rows(self, rows: Iterable[Row], start: datetime, end: datetime, peaks: Sequence[MonthPeak] = (),
+                  *, tz: tzinfo | None = None) -> Cost:
+        """`cost` of raw store rows, with no datetime per quarter (the query layer's fast path).
+
+        Rows carry no local month, so the capacity tariff takes the month peaks from `peaks` only."""
+        energy = self.energy_rows(rows, start.timestamp(), end.timestamp())
+        peaks_kw = merge_peaks(peaks) if self.tariff.capacity_price else {}
         fixed, capacity = self.standing(start, end, peaks_kw, tz)
         return Cost(energy.total + fixed + capacity, energy.import_, energy.export, capacity, fixed, energy.gas,
                     energy.unpriced_kwh)
