@@ -214,6 +214,7 @@ def test_topics_and_payloads_of_a_fluvius_capture(mosquitto: Broker, collector: 
         assert not msg.retain and msg.qos == 0
     gas = collector.wait_for(f"{base}/gas/volume").json()
     assert gas == {"timestamp": int(datetime(2023, 11, 2, 12, 10, 2, tzinfo=TZ).timestamp()), "value": 92.287}
+    assert collector.wait_for(f"{base}/water/volume").json()["value"] == 8.579
     values = {m.topic for m in collector.under(base + "/") if m.topic.count("/") == 3}
     assert values == {f"{base}/{p}" for p in [*expected, "gas/volume", "water/volume"]}, "only what the meter sends"
 
