@@ -3,7 +3,7 @@
 A simulated Fluvius meter (a sunny day with passing clouds and a household load, one telegram
 every 144 s of meter time, about 10 per second of wall time) writes into a pseudo-terminal;
 the appliance reads the other end like a P1 cable, switches two relays on gpiozero's mock pins
-and writes CSV under ./demo-data. It stops by itself after about a minute.
+and writes CSV and the history store under ./demo-data. It stops by itself after about a minute.
 """
 
 from __future__ import annotations
@@ -59,6 +59,10 @@ interval = 15 min
 delimiter = semicolon
 decimal = ,
 flush_interval = 5 s
+
+[history]
+path = {history}
+commit_interval = 5 s
 """
 
 
@@ -70,7 +74,7 @@ def main(seconds: float = 60.0, step_s: float = 144.0, out_dir: str = "demo-data
     tty.setraw(slave)  # a P1 cable is a raw 8-bit line: no CR/LF translation
     port = os.ttyname(slave)
     ini = out / "demo.ini"
-    ini.write_text(DEMO_INI.format(port=port, csv_dir=out / "csv"))
+    ini.write_text(DEMO_INI.format(port=port, csv_dir=out / "csv", history=out / "history.sqlite"))
     log_path = out / "smartmeter.log"
     env = dict(os.environ, GPIOZERO_PIN_FACTORY="mock", PYTHONUNBUFFERED="1")
     root = Path(__file__).resolve().parent.parent
@@ -104,6 +108,7 @@ def main(seconds: float = 60.0, step_s: float = 144.0, out_dir: str = "demo-data
     for line in switches[:6]:
         print(f"  {line}")
     print(f"demo: {rows} CSV rows in {', '.join(str(f) for f in files) or '(none)'}")
+    print(f"demo: history in {out / 'history.sqlite'}: python app/main.py -c {ini} --report hour --from 2026-06-21")
     print(f"demo: output is in {out}")
     return code
 

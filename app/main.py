@@ -52,6 +52,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--replay-speed", type=float, metavar="X", help="0 = as fast as possible, 1 = real time")
     p.add_argument("--replay-relays", action="store_true",
                    help="with --replay: drive the real relay pins (default: simulated, no pin is touched)")
+    p.add_argument("--import", dest="import_paths", nargs="+", metavar="PATH",
+                   help="fill the history store from captures and CSV day files, then exit")
+    p.add_argument("--report", choices=("day", "month", "year", "quarter", "hour", "cost"),
+                   help="print use and cost from the history store, then exit")
+    p.add_argument("--from", dest="date_from", metavar="DATE", help="report from this local date (YYYY-MM-DD)")
+    p.add_argument("--to", dest="date_to", metavar="DATE", help="report up to this local date (exclusive)")
+    p.add_argument("--json", action="store_true", help="report as JSON lines")
+    p.add_argument("--csv", action="store_true", help="report as CSV in the [csv] dialect")
+    p.add_argument("--tariff", metavar="NAME", help="report cost under [tariff:NAME]")
+    p.add_argument("--compare", action="store_true", help="with --report cost: every tariff, cheapest first")
     p.add_argument("--log-level", choices=("debug", "info", "warning", "error"), help="override [general] log_level")
     p.add_argument("--version", action="version", version=f"smartmeter {__version__}")
     return p.parse_args(argv)
@@ -107,6 +117,14 @@ def main(argv: list[str] | None = None) -> int:
         print("smartmeter: --replay-relays needs a replay (--replay PATH or source = replay:PATH)",
               file=sys.stderr)
         return 2
+    if args.report or args.import_paths:
+        from app.store import report
+
+        if args.import_paths:
+            logutil.setup(cfg.general.log_level)
+            return report.run_import_cli(cfg, args.import_paths)
+        return report.run_report(cfg, args.report, args.date_from, args.date_to, args.json, args.csv,
+                                 args.tariff, args.compare)
     logutil.setup(cfg.general.log_level)
     return run(cfg, replay_relays=args.replay_relays)
 

@@ -140,6 +140,10 @@ def build_sinks(cfg: Config, on_command: Callable[[str, str], None] | None) -> l
         from app.sinks.mqtt import MqttSink
 
         sinks.append(MqttSink(cfg.mqtt, cfg.mqtt_translate, relay_names, on_command, __version__))
+    if cfg.history.enabled:
+        from app.sinks.history import HistorySink
+
+        sinks.append(HistorySink(cfg.history, ZoneInfo(cfg.meter.timezone)))
     return sinks
 
 

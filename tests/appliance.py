@@ -64,7 +64,8 @@ class Appliance:
 
     @staticmethod
     def command(ini: Path) -> list[str]:
-        """The command line that runs the appliance with this config."""
+        """The command line that runs the appliance with this config (its history store beside the INI)."""
+        isolate_history(ini)
         return [sys.executable, MAIN, "-c", str(ini)]
 
     @staticmethod
@@ -102,6 +103,13 @@ class Appliance:
             self.proc.kill()
             self.proc.wait(5)
         self.log_fh.close()
+
+
+def isolate_history(ini: Path) -> None:
+    """Give a test config without a [history] section a store in its own directory, never /var/lib."""
+    text = ini.read_text()
+    if "[history]" not in text:
+        ini.write_text(text.rstrip("\n") + f"\n\n[history]\npath = {ini.parent / 'history.sqlite'}\n")
 
 
 def wait_for(check: Callable[[], object], timeout_s: float = 20.0, every_s: float = 0.05) -> object:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,16 @@ pytest_plugins = sorted(f"tests.{p.stem}" for p in Path(__file__).parent.glob("f
 settings.register_profile("default", deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.register_profile("ci", deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True)
 settings.load_profile("ci" if os.environ.get("CI") == "true" else "default")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _history_outside_var_lib(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Configs built in tests without a [history] path put the store in a temp dir, never /var/lib."""
+    from app.store.settings import HistoryConfig
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(HistoryConfig, "path", str(tmp_path_factory.mktemp("history") / "history.sqlite"))
+        yield
 
 
 def manifest(kind: str) -> list[dict[str, Any]]:

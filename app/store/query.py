@@ -1,0 +1,274 @@
+"""The one query layer over the history store: --report, the REST API and MCP all call this.
+
+Every row is the `--report --json` object:
+    {"start", "end", "import_kwh", "export_kwh", "import_kwh_t1", "import_kwh_t2", "export_kwh_t1",
+     "export_kwh_t2", "gas_m3", "peak_kw", "peak_at", "cost": {"total", "import", "export", "capacity",
+     "fixed", "gas"}}
+Periods are local (the [meter] timezone); `start`/`end` dates are local dates, `end` exclusive.
+`peak_kw` is the period's highest quarter-hour average import and `peak_at` that quarter's start.
+Reads through its own read-only connection: works while the appliance writes (WAL).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from bisect import bisect_right
+from collections.abc import Sequence
+from datetime import date, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from app.config import Config
+from app.store import db
+from app.tariffs import cost as tariff_cost
+from app.tariffs.cost import MonthPeak, Pricing, QuarterUse
+from app.tariffs.settings import TariffConfig
+
+RESOLUTIONS = ("quarter", "hour", "day", "month", "year")
+_COLS = "SUM(imp1), SUM(imp2), SUM(exp1), SUM(exp2), SUM(gas), MAX(imp1 + imp2), start"
+_GROUP = {
+    "quarter": ("start", "start"),
+    "hour": ("(start + off) / 3600, off", "(start + off) / 3600, off"),
+    "day": ("day", "day"),
+    "month": ("day / 100", "day / 100"),
+    "year": ("day / 10000", "day / 10000"),
+}
+
+
+def as_date(value: date | str | None, what: str) -> date | None:
+    """A local date from a date or 'YYYY-MM-DD' (ValueError naming `what` otherwise)."""
+    if value is None or (isinstance(value, date) and not isinstance(value, datetime)):
+        return value
+    if isinstance(value, datetime):
+        return value.date()
+    try:
+        return date.fromisoformat(str(value))
+    except ValueError:
+        raise ValueError(f"{what} = {value!r}: not a date (YYYY-MM-DD)") from None
+
+
+def _r(x: float | None, n: int = 4) -> float:
+    return round(x or 0.0, n) + 0.0
+
+
+class HistoryQuery:
+    """Read-only answers from the store: periods, cost, capacity tariff, meters."""
+
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.tz = ZoneInfo(cfg.meter.timezone)
+        try:
+            self.con = db.connect(cfg.history.path, readonly=True)
+        except FileNotFoundError:  # nothing written yet: answer from an empty store
+            self.con = sqlite3.connect(":memory:", check_same_thread=False)
+            self.con.executescript(db.SCHEMA)
+        self.tariffs: dict[str, TariffConfig] = {t.name: t for t in cfg.tariffs}
+        self.tariffs[""] = cfg.tariff
+        self._pricing: dict[str, Pricing] = {}
+
+    def close(self) -> None:
+        """Close the connection."""
+        self.con.close()
+
+    # ------------------------------------------------------------------ helpers
+
+    def _tariff(self, name: str | None) -> tuple[TariffConfig, Pricing]:
+        key = name or ""
+        if key not in self.tariffs:
+            known = ", ".join(repr(n) for n in self.tariffs if n) or "none"
+            raise ValueError(f"tariff {name!r}: no [tariff:{name}] section (known: {known})")
+        p = self._pricing.get(key)
+        if p is None:
+            p = self._pricing[key] = Pricing(self.tariffs[key])
+        return self.tariffs[key], p
+
+    def _meter(self, meter: str | None) -> int | None:
+        if meter is None:
+            return None
+        row = self.con.execute("SELECT id FROM meters WHERE ident = ?", (meter,)).fetchone()
+        if row is None:
+            raise ValueError(f"meter {meter!r}: not in the store (see meters())")
+        return int(row[0])
+
+    def _midnight(self, d: date) -> datetime:
+        return datetime(d.year, d.month, d.day, tzinfo=self.tz)
+
+    def _local(self, epoch: float) -> datetime:
+        return datetime.fromtimestamp(epoch, self.tz)
+
+    def _span(self, start: date | str | None, end: date | str | None) -> tuple[int, int]:
+        """Epoch bounds of local dates [start, end); the whole store where None."""
+        s, e = as_date(start, "from"), as_date(end, "to")
+        if s is not None and e is not None and e <= s:
+            raise ValueError(f"to = {e.isoformat()} must be after from = {s.isoformat()}")
+        t0 = int(self._midnight(s).timestamp()) if s is not None else -(1 << 62)
+        t1 = int(self._midnight(e).timestamp()) if e is not None else 1 << 62
+        return t0, t1
+
+    def _bounds(self, resolution: str, key: tuple[Any, ...], first: int) -> tuple[datetime, datetime]:
+        """Local start and end of one period."""
+        if resolution == "quarter":
+            return self._local(key[0]), self._local(key[0] + 900)
+        if resolution == "hour":
+            t = key[0] * 3600 - key[1]
+            return self._local(t), self._local(t + 3600)
+        local = self._local(first)
+        if resolution == "day":
+            d = local.date()
+            return self._midnight(d), self._midnight(d + timedelta(days=1))
+        if resolution == "month":
+            m = date(local.year, local.month, 1)
+            nxt = date(m.year + m.month // 12, m.month % 12 + 1, 1)
+            return self._midnight(m), self._midnight(nxt)
+        y = date(local.year, 1, 1)
+        return self._midnight(y), self._midnight(date(y.year + 1, 1, 1))
+
+    def peaks(self, meter: str | None = None, until: date | None = None) -> list[MonthPeak]:
+        """Each month's peak (the meter's own where it sent one), highest across meters, oldest first."""
+        mid = self._meter(meter)
+        sql = "SELECT month, MAX(kw), at, source FROM month_peaks"
+        args: list[Any] = []
+        if mid is not None:
+            sql += " WHERE meter = ?"
+            args.append(mid)
+        out = []
+        for month, kw, at, _source in self.con.execute(sql + " GROUP BY month ORDER BY month", args):
+            m = date(int(month[:4]), int(month[5:7]), 1)
+            if until is None or m < until:
+                out.append(MonthPeak(m, float(kw), None if at is None else self._local(at)))
+        return out
+
+    def _quarters(self, t0: int, t1: int, mid: int | None) -> list[QuarterUse]:
+        sql = ("SELECT start, SUM(imp1), SUM(imp2), SUM(exp1), SUM(exp2), SUM(gas) FROM quarters "
+               "WHERE start >= ? AND start < ?")
+        args: list[Any] = [t0, t1]
+        if mid is not None:
+            sql += " AND meter = ?"
+            args.append(mid)
+        rows = self.con.execute(sql + " GROUP BY start ORDER BY start", args).fetchall()
+        return [QuarterUse(self._local(s), a, b, c, d, g) for s, a, b, c, d, g in rows]
+
+    # ------------------------------------------------------------------ API
+
+    def rows(self, resolution: str, start: date | None, end: date | None, tariff: str | None = None,
+             meter: str | None = None) -> list[dict[str, Any]]:
+        """One object per period with data in [start, end) (local dates), oldest first."""
+        if resolution not in RESOLUTIONS:
+            raise ValueError(f"resolution {resolution!r}: one of {', '.join(RESOLUTIONS)}")
+        t0, t1 = self._span(start, end)
+        tcfg, pricing = self._tariff(tariff)
+        mid = self._meter(meter)
+        key, group = _GROUP[resolution]
+        sql = f"SELECT {key}, {_COLS} FROM quarters WHERE start >= ? AND start < ?"
+        args: list[Any] = [t0, t1]
+        if mid is not None:
+            sql += " AND meter = ?"
+            args.append(mid)
+        found = self.con.execute(f"{sql} GROUP BY {group} ORDER BY MIN(start)", args).fetchall()
+        if not found:
+            return []
+        nkey = 2 if resolution == "hour" else 1
+        periods = []
+        for row in found:
+            k = row[:nkey]
+            i1, i2, e1, e2, gas, top, at = row[nkey:]
+            s, e = self._bounds(resolution, k, at)
+            periods.append((s, e, i1, i2, e1, e2, gas, top, at))
+        peaks = self.peaks(meter)
+        uses: list[list[QuarterUse]]
+        if tcfg.prices_file:  # dynamic prices: cost needs every quarter
+            qs = self._quarters(int(periods[0][0].timestamp()), int(periods[-1][1].timestamp()), mid)
+            starts = [p[0] for p in periods]
+            uses = [[] for _ in periods]
+            for q in qs:
+                uses[bisect_right(starts, q.start) - 1].append(q)
+        else:  # fixed prices per register: the period's sums cost the same as its quarters
+            uses = [[QuarterUse(p[0], p[2], p[3], p[4], p[5], p[6])] for p in periods]
+        out = []
+        for (s, e, i1, i2, e1, e2, gas, top, at), use in zip(periods, uses, strict=True):
+            c = pricing.cost(use, s, e, peaks)
+            out.append({
+                "start": s.isoformat(), "end": e.isoformat(),
+                "import_kwh": _r(i1 + i2), "export_kwh": _r(e1 + e2),
+                "import_kwh_t1": _r(i1), "import_kwh_t2": _r(i2),
+                "export_kwh_t1": _r(e1), "export_kwh_t2": _r(e2), "gas_m3": _r(gas),
+                "peak_kw": _r(top * 4.0, 3), "peak_at": self._local(at).isoformat() if top else None,
+                "cost": c.as_dict(),
+            })
+        return out
+
+    def cost(self, start: date | None = None, end: date | None = None, tariff: str | None = None,
+             meter: str | None = None) -> dict[str, Any]:
+        """Cost over [start, end) (default: this year so far) by month, a projection and the tariff comparison."""
+        today = datetime.now(self.tz).date()
+        s = as_date(start, "from") or date(today.year, 1, 1)
+        e = as_date(end, "to") or today + timedelta(days=1)
+        tcfg, _p = self._tariff(tariff)
+        months = self.rows("month", s, e, tariff, meter)
+        total = _sum_costs([m["cost"] for m in months])
+        compare: list[dict[str, Any]] = []
+        for name in self.tariffs:
+            rows = months if name == (tariff or "") else self.rows("month", s, e, name, meter)
+            compare.append({"tariff": name or "default", "currency": self.tariffs[name].currency,
+                            "total": _sum_costs([m["cost"] for m in rows])["total"]})
+        compare.sort(key=lambda c: c["total"])
+        return {"currency": tcfg.currency, "from": s.isoformat(), "to": e.isoformat(), "total": total,
+                "periods": [{"start": m["start"], "end": m["end"], **m["cost"]} for m in months],
+                "projection": self._projection(tariff, meter, today), "compare": compare}
+
+    def _projection(self, tariff: str | None, meter: str | None, today: date) -> dict[str, Any]:
+        """This month and year projected from what has been used so far."""
+        project = getattr(tariff_cost, "project", None)
+        if project is not None:  # the tariffs work's projection, when it is there
+            result: dict[str, Any] = project(self, today, tariff=tariff, meter=meter)
+            return result
+        last = self.con.execute("SELECT MAX(start) FROM quarters").fetchone()[0]
+        now = self._local(last + 900) if last is not None else datetime.now(self.tz)
+        out: dict[str, Any] = {"method": "linear: cost so far x period length / time elapsed up to the last "
+                                         "stored quarter"}
+        m0 = date(now.year, now.month, 1)
+        m1 = date(m0.year + m0.month // 12, m0.month % 12 + 1, 1)
+        for name, p0, p1 in (("month", m0, m1), ("year", date(now.year, 1, 1), date(now.year + 1, 1, 1))):
+            a, b = self._midnight(p0), self._midnight(p1)
+            elapsed = (now - a).total_seconds()
+            so_far = _sum_costs([r["cost"] for r in self.rows("month", p0, p1, tariff, meter)])
+            scale = (b - a).total_seconds() / elapsed if elapsed > 0 else 0.0
+            out[name] = {k: round(v * scale, 2) for k, v in so_far.items()}
+        return out
+
+    def capacity(self, meter: str | None = None) -> dict[str, Any]:
+        """The capacity tariff now: this month's peak and the mean of the last 12 months' floored peaks."""
+        floor = self.cfg.tariff.capacity_floor_kw
+        today = datetime.now(self.tz).date()
+        this = date(today.year, today.month, 1)
+        first = date(this.year - 1 + (this.month == 12), this.month % 12 + 1, 1)  # 11 months back
+        sql = "SELECT month, kw, at, source FROM month_peaks"
+        args: list[Any] = []
+        mid = self._meter(meter)
+        if mid is not None:
+            sql += " WHERE meter = ?"
+            args.append(mid)
+        best: dict[str, tuple[float, int | None, str]] = {}
+        for month, kw, at, source in self.con.execute(sql, args):
+            if month not in best or kw > best[month][0]:
+                best[month] = (float(kw), at, source)
+        months: list[dict[str, Any]] = [
+            {"month": m, "kw": round(kw, 3), "at": None if at is None else self._local(at).isoformat(),
+             "source": src} for m, (kw, at, src) in sorted(best.items())]
+        window = [m for m in months if first.strftime("%Y-%m") <= m["month"] <= this.strftime("%Y-%m")]
+        mean = sum(max(m["kw"], floor) for m in window) / len(window) if window else None
+        cur = best.get(this.strftime("%Y-%m"))
+        return {"month": this.strftime("%Y-%m"), "month_peak_kw": None if cur is None else round(cur[0], 3),
+                "month_peak_at": None if cur is None or cur[1] is None else self._local(cur[1]).isoformat(),
+                "mean_12m_kw": None if mean is None else round(mean, 3), "floor_kw": floor, "months": months}
+
+    def meters(self) -> list[dict[str, Any]]:
+        """The meters in the store: id, first and last reading."""
+        return [{"meter": ident, "first": None if a is None else self._local(a).isoformat(),
+                 "last": None if b is None else self._local(b).isoformat()}
+                for ident, a, b in self.con.execute("SELECT ident, first_at, last_at FROM meters ORDER BY id")]
+
+
+def _sum_costs(costs: Sequence[dict[str, float]]) -> dict[str, float]:
+    keys = ("total", "import", "export", "capacity", "fixed", "gas")
+    return {k: round(sum(c.get(k, 0.0) for c in costs), 4) for k in keys}
