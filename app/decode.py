@@ -12,6 +12,7 @@ from zoneinfo import ZoneInfo
 from app.config import Config
 from app.errors import ProtocolError
 from app.framing.auto import make_framer
+from app.protocols.peaks import MONTH_PEAKS_REF, peaks_json
 from app.protocols.route import FrameDecoder
 from app.records import Reading, Value
 
@@ -30,9 +31,9 @@ def value_json(v: Value) -> dict[str, Any]:
     return out
 
 
-def reading_json(r: Reading) -> dict[str, Any]:
-    """The --decode object for one Reading."""
-    return {
+def reading_json(r: Reading, tz: ZoneInfo | None = None) -> dict[str, Any]:
+    """The --decode object for one Reading (with `tz`, 0-0:98.1.0 also as structured month peaks)."""
+    out: dict[str, Any] = {
         "protocol": r.protocol,
         "header": r.header,
         "meter_id": r.meter_id,
@@ -41,6 +42,10 @@ def reading_json(r: Reading) -> dict[str, Any]:
         "values": {ref: value_json(v) for ref, v in r.values.items()},
         "fields": r.fields,
     }
+    peaks = r.values.get(MONTH_PEAKS_REF)
+    if tz is not None and peaks is not None and (structured := peaks_json(peaks, tz)):
+        out["values"][MONTH_PEAKS_REF]["month_peaks"] = structured
+    return out
 
 
 def _say_profiles() -> None:
@@ -76,7 +81,7 @@ def decode_file(path: str, cfg: Config) -> int:
             print(f"frame {n}: rejected: {exc}", file=sys.stderr)
             continue
         good += 1
-        print(json.dumps(reading_json(reading), ensure_ascii=False, default=str))
+        print(json.dumps(reading_json(reading, ZoneInfo(m.timezone)), ensure_ascii=False, default=str))
     if not frames:
         print(f"{path}: no frame found", file=sys.stderr)
     return 0 if good else 1

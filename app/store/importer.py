@@ -91,8 +91,9 @@ def import_capture(rec: Recorder, path: Path, cfg: Config, stats: ImportStats) -
                 break
 
 
-def import_csv(rec: Recorder, path: Path, cfg: Config, meter: str, stats: ImportStats) -> None:
-    """Rows of a CSV day file written by this appliance -> samples -> the recorder."""
+def import_csv(rec: Recorder, path: Path, meter: str, stats: ImportStats, interval_s: float = 0.0) -> float:
+    """Rows of a CSV day file written by this appliance -> samples -> the recorder; returns the row
+    interval found (a file of one row uses `interval_s`, the one before it)."""
     lines = path.read_text(encoding="utf-8").splitlines()
     delim = lines[0][9]
     cols = lines[0].split(delim)
@@ -112,7 +113,7 @@ def import_csv(rec: Recorder, path: Path, cfg: Config, meter: str, stats: Import
         times.append(t)
         rows.append(dict(zip(cols, cells, strict=True)))
     steps = [b - a for a, b in pairwise(times) if b > a]
-    interval = min(steps) if steps else 0.0
+    interval = min(steps) if steps else interval_s
     shift = interval if interval > 10 else 0.0  # rows per interval: counters as at the interval's end
 
     def num(row: dict[str, str], name: str) -> float | None:
@@ -142,6 +143,7 @@ def import_csv(rec: Recorder, path: Path, cfg: Config, meter: str, stats: Import
                            num(row, "actual_total_injection") if imp is not None else None,
                            num(row, "current_average_demand"), None, None))
         stats.readings += 1
+    return interval
 
 
 def run_import(cfg: Config, paths: list[str]) -> ImportStats:
@@ -152,11 +154,12 @@ def run_import(cfg: Config, paths: list[str]) -> ImportStats:
     try:
         row = rec.writer.con.execute("SELECT ident FROM meters ORDER BY last_at DESC LIMIT 1").fetchone()
         csv_meter = row[0] if row else "csv"
+        interval = 0.0
         for path in _files(paths):
             stats.files += 1
             before = stats.readings
             if _is_csv(path):
-                import_csv(rec, path, cfg, csv_meter, stats)
+                interval = import_csv(rec, path, csv_meter, stats, interval)
             else:
                 import_capture(rec, path, cfg, stats)
             log.info("%s: %d readings", path, stats.readings - before)
