@@ -236,6 +236,8 @@ def write_ini(path: Path, source: str, csv_dir: Path, csv_interval: str = "0", c
     """An INI for one run."""
     text = BASE_INI.format(source=source, csv=csv_dir, csv_interval=csv_interval, csv_flush=csv_flush,
                            stats=stats)
+    if "[history]" not in extra:  # the store (on by default) beside the INI, never /var/lib
+        extra += f"\n[history]\npath = {path.with_suffix('.sqlite')}\n"
     path.write_text(text + extra)
     return path
 

@@ -8,6 +8,7 @@ import os
 import platform
 import subprocess
 import sys
+import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -15,7 +16,7 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH.parent))
 
-MODULES = ["bench_dsmr", "bench_dlms", "bench_pipeline", "bench_influx", "bench_tariffs"]
+MODULES = ["bench_dsmr", "bench_dlms", "bench_pipeline", "bench_influx", "bench_tariffs", "bench_history"]
 
 
 FINDINGS = BENCH / "FINDINGS.md"  # what profiling found; appended to every RESULTS.md
@@ -46,6 +47,9 @@ def main() -> int:
     args = p.parse_args()
     sections = []
     t0 = time.monotonic()
+    from app.store.settings import HistoryConfig  # in-process configs keep their store out of /var/lib
+
+    HistoryConfig.path = str(Path(tempfile.mkdtemp(prefix="bench-history-")) / "history.sqlite")
     for name in args.only or MODULES:
         if not (BENCH / f"{name}.py").exists():
             continue

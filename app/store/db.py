@@ -1,6 +1,8 @@
 """The SQLite file: schema, opening (WAL, one writer, any number of readers) and writing quarters.
 
     meters      id, ident (the meter's id), first_at, last_at, state (JSON: last counters, to go on after a restart)
+    days        (day, meter) -> the sums of that local day's quarters, its highest quarter (peak kWh, peak_at):
+                a rollup kept by the writer, so months and years read ~30 rows a month, not ~3000
     quarters    (start, meter) -> off, day, imp1 imp2 exp1 exp2 (kWh), gas (m3), imp_mean imp_max exp_mean
                 exp_max (kW), demand_kw (1-0:1.4.0), peak_kw peak_at (1-0:1.6.0), readings, flags
     month_peaks (meter, month 'YYYY-MM') -> kw, at, source ('meter' = 1-0:1.6.0, 'p1-history' = 0-0:98.1.0,
@@ -29,6 +31,10 @@ CREATE TABLE IF NOT EXISTS quarters (
     imp_mean REAL, imp_max REAL, exp_mean REAL, exp_max REAL, demand_kw REAL, peak_kw REAL, peak_at INTEGER,
     readings INTEGER NOT NULL, flags INTEGER NOT NULL, PRIMARY KEY (start, meter)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS quarters_day ON quarters (day);
+CREATE TABLE IF NOT EXISTS days (
+    day INTEGER NOT NULL, meter INTEGER NOT NULL, imp1 REAL NOT NULL, imp2 REAL NOT NULL, exp1 REAL NOT NULL,
+    exp2 REAL NOT NULL, gas REAL NOT NULL, peak REAL NOT NULL, peak_at INTEGER NOT NULL,
+    PRIMARY KEY (day, meter)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS month_peaks (
     meter INTEGER NOT NULL, month TEXT NOT NULL, kw REAL NOT NULL, at INTEGER, source TEXT NOT NULL,
     PRIMARY KEY (meter, month)) WITHOUT ROWID;
@@ -63,6 +69,12 @@ ON CONFLICT (meter, month) DO UPDATE SET kw=excluded.kw, at=excluded.at
 WHERE month_peaks.source = 'quarters' AND excluded.kw > month_peaks.kw
 """
 
+_ROLLUP = """
+INSERT OR REPLACE INTO days
+SELECT day, meter, SUM(imp1), SUM(imp2), SUM(exp1), SUM(exp2), SUM(gas), MAX(imp1 + imp2), start
+FROM quarters WHERE day = ? AND meter = ? GROUP BY day, meter
+"""
+
 
 def connect(path: str, readonly: bool = False) -> sqlite3.Connection:
     """Open the store (creating it and its directory for the writer); readers never write."""
@@ -79,6 +91,9 @@ def connect(path: str, readonly: bool = False) -> sqlite3.Connection:
     con.execute("PRAGMA busy_timeout = 5000")
     con.executescript(SCHEMA)
     con.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+    if con.execute("SELECT 1 FROM days LIMIT 1").fetchone() is None:  # a store written before the rollup
+        con.execute("INSERT INTO days SELECT day, meter, SUM(imp1), SUM(imp2), SUM(exp1), SUM(exp2), SUM(gas), "
+                    "MAX(imp1 + imp2), start FROM quarters GROUP BY day, meter")
     return con
 
 
@@ -137,7 +152,9 @@ class Writer:
         rows = [quarter_row(self.meter_id(q.meter, q.start), q) for q in closed]
         rows += [quarter_row(self.meter_id(q.meter, q.start), q, open_=True) for q in open_]
         self.con.executemany(_UPSERT, rows)
-        self.con.executemany(_ADD, [quarter_row(self.meter_id(q.meter, q.start), q) for q in late])
+        late_rows = [quarter_row(self.meter_id(q.meter, q.start), q) for q in late]
+        self.con.executemany(_ADD, late_rows)
+        self.con.executemany(_ROLLUP, sorted({(r[3], r[1]) for r in (*rows, *late_rows)}))
         seen: dict[int, tuple[int, int]] = {}
         for r in rows:
             mid, t = int(r[1]), int(r[0])  # type: ignore[call-overload]
@@ -179,7 +196,10 @@ class Writer:
     def prune(self, before: float) -> int:
         """Delete quarters that start before `before` (retention)."""
         self._begin()
-        return self.con.execute("DELETE FROM quarters WHERE start < ?", (int(before),)).rowcount
+        n = self.con.execute("DELETE FROM quarters WHERE start < ?", (int(before),)).rowcount
+        if n:
+            self.con.execute("DELETE FROM days WHERE day < (SELECT MIN(day) FROM quarters)")
+        return int(n)
 
     def commit(self) -> None:
         """Commit what is staged."""

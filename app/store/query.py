@@ -26,6 +26,7 @@ from app.tariffs.settings import TariffConfig
 
 RESOLUTIONS = ("quarter", "hour", "day", "month", "year")
 _COLS = "SUM(imp1), SUM(imp2), SUM(exp1), SUM(exp2), SUM(gas), MAX(imp1 + imp2), start"
+_DAY_COLS = "SUM(imp1), SUM(imp2), SUM(exp1), SUM(exp2), SUM(gas), MAX(peak), peak_at"
 _GROUP = {
     "quarter": ("start", "start"),
     "hour": ("(start + off) / 3600, off", "(start + off) / 3600, off"),
@@ -45,6 +46,12 @@ def as_date(value: date | str | None, what: str) -> date | None:
         return date.fromisoformat(str(value))
     except ValueError:
         raise ValueError(f"{what} = {value!r}: not a date (YYYY-MM-DD)") from None
+
+
+def _daynum(d: date | str | None, default: int) -> int:
+    """A local date as the store's YYYYMMDD day number."""
+    v = as_date(d, "date")
+    return default if v is None else v.year * 10000 + v.month * 100 + v.day
 
 
 def _r(x: float | None, n: int = 4) -> float:
@@ -159,12 +166,18 @@ class HistoryQuery:
         tcfg, pricing = self._tariff(tariff)
         mid = self._meter(meter)
         key, group = _GROUP[resolution]
-        sql = f"SELECT {key}, {_COLS} FROM quarters WHERE start >= ? AND start < ?"
-        args: list[Any] = [t0, t1]
+        if resolution in ("quarter", "hour"):
+            sql = f"SELECT {key}, {_COLS} FROM quarters WHERE start >= ? AND start < ?"
+            args: list[Any] = [t0, t1]
+            order = "MIN(start)"
+        else:  # from the day rollup
+            sql = f"SELECT {key}, {_DAY_COLS} FROM days WHERE day >= ? AND day < ?"
+            args = [_daynum(start, 0), _daynum(end, 99_999_999)]
+            order = "MIN(day)"
         if mid is not None:
             sql += " AND meter = ?"
             args.append(mid)
-        found = self.con.execute(f"{sql} GROUP BY {group} ORDER BY MIN(start)", args).fetchall()
+        found = self.con.execute(f"{sql} GROUP BY {group} ORDER BY {order}", args).fetchall()
         if not found:
             return []
         nkey = 2 if resolution == "hour" else 1

@@ -21,9 +21,12 @@ class HistoryConfig:
 
 def parse_history(sec: Section) -> HistoryConfig:
     """Build [history] from its INI section."""
+    path = sec.text("path", HistoryConfig.path)
+    if not path.strip():
+        raise sec.error("path", path, "the store needs a file path (or enabled = no)")
     return HistoryConfig(
         enabled=sec.flag("enabled", True),
-        path=sec.text("path", HistoryConfig.path),
+        path=path,
         retention=sec.duration("retention", 0.0),
         commit_interval=sec.duration("commit_interval", 60.0, lo=1.0, hi=3600.0),
     )
