@@ -39,7 +39,9 @@ def month(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, tup
     capture.write_bytes(b"".join(chunks))
     ini = tmp / "m.ini"
     ini.write_text(f"[meter]\nprotocol = dsmr\ntimezone = Europe/Brussels\n[history]\npath = {tmp / 'h.sqlite'}\n"
-                   "[csv]\ndelimiter = semicolon\ndecimal = ,\n")
+                   "[csv]\ndelimiter = semicolon\ndecimal = ,\n"
+                   "[tariff]\nimport_price = 0.30\nexport_price = 0.05\ngas_price = 1.10\nfixed_per_month = 31\n"
+                   "[tariff:cheap]\nimport_price = 0.20\nexport_price = 0.05\n")
     out = _run(ini, "--replay", str(capture), "--replay-speed", "0")
     assert out.returncode == 0, out.stderr + out.stdout
     return ini, midnights
@@ -63,6 +65,12 @@ def test_daily_report_matches_the_meters_counters(month: tuple[Path, dict[str, t
     total = json.loads(months.stdout.splitlines()[0])
     assert total["import_kwh"] == pytest.approx(midnights["2026-11-01"][0] - midnights["2026-10-01"][0], abs=2e-3)
     assert total["peak_kw"] == max(r["peak_kw"] for r in rows)
+    c = total["cost"]
+    assert c["import"] == pytest.approx(total["import_kwh"] * 0.30, abs=1e-3)
+    assert c["export"] == pytest.approx(-total["export_kwh"] * 0.05, abs=1e-3)
+    assert c["gas"] == pytest.approx(total["gas_m3"] * 1.10, abs=1e-3)
+    assert c["fixed"] == pytest.approx(31.0)
+    assert sum(r["cost"]["total"] for r in rows) == pytest.approx(c["total"], abs=1e-2)
 
 
 def test_table_and_csv_reports(month: tuple[Path, dict[str, tuple[float, float, float]]]) -> None:
@@ -76,8 +84,13 @@ def test_table_and_csv_reports(month: tuple[Path, dict[str, tuple[float, float, 
     head, *body = csv.stdout.splitlines()
     assert head.startswith("start;end;import (kWh);export (kWh)") and "gas (m3)" in head
     assert len(body) == 25 and "," in body[12]  # the [csv] decimal mark
-    cost = _run(ini, "--report", "cost", "--from", "2026-10-01", "--to", "2026-11-01", "--json", "--compare")
-    assert json.loads(cost.stdout)["compare"][0]["tariff"] == "default"
+    cost = _run(ini, "--report", "cost", "--from", "2026-10-01", "--to", "2026-11-01", "--json")
+    c = json.loads(cost.stdout)
+    assert [t["tariff"] for t in c["compare"]] == ["cheap", "default"]
+    assert c["compare"][1]["total"] == pytest.approx(c["total"]["total"], abs=1e-2)
+    assert {"month", "year", "method"} <= set(c["projection"])
+    table = _run(ini, "--report", "cost", "--from", "2026-10-01", "--to", "2026-11-01", "--compare")
+    assert "cheapest first" in table.stdout and table.stdout.index("cheap ") < table.stdout.index("default")
     bad = _run(ini, "--report", "day", "--from", "1st of May")
     assert bad.returncode == 2 and "not a date" in bad.stderr
 

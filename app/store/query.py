@@ -21,6 +21,7 @@ from zoneinfo import ZoneInfo
 from app.config import Config
 from app.store import db
 from app.tariffs import cost as tariff_cost
+from app.tariffs.capacity import mean_peak_kw, month_of
 from app.tariffs.cost import MonthPeak, Pricing, QuarterUse
 from app.tariffs.settings import TariffConfig
 
@@ -69,6 +70,11 @@ class HistoryQuery:
         except FileNotFoundError:  # nothing written yet: answer from an empty store
             self.con = sqlite3.connect(":memory:", check_same_thread=False)
             self.con.executescript(db.SCHEMA)
+        # a store last written before the day rollup existed: the same rows computed from the quarters
+        has_days = self.con.execute("SELECT 1 FROM sqlite_master WHERE name = 'days'").fetchone()
+        self.days = "days" if has_days else (
+            "(SELECT day, meter, SUM(imp1) AS imp1, SUM(imp2) AS imp2, SUM(exp1) AS exp1, SUM(exp2) AS exp2, "
+            "SUM(gas) AS gas, MAX(imp1 + imp2) AS peak, start AS peak_at FROM quarters GROUP BY day, meter)")
         self.tariffs: dict[str, TariffConfig] = {t.name: t for t in cfg.tariffs}
         self.tariffs[""] = cfg.tariff
         self._pricing: dict[str, Pricing] = {}
@@ -86,7 +92,7 @@ class HistoryQuery:
             raise ValueError(f"tariff {name!r}: no [tariff:{name}] section (known: {known})")
         p = self._pricing.get(key)
         if p is None:
-            p = self._pricing[key] = Pricing(self.tariffs[key])
+            p = self._pricing[key] = Pricing(self.tariffs[key], self.tz)
         return self.tariffs[key], p
 
     def _meter(self, meter: str | None) -> int | None:
@@ -171,7 +177,7 @@ class HistoryQuery:
             args: list[Any] = [t0, t1]
             order = "MIN(start)"
         else:  # from the day rollup
-            sql = f"SELECT {key}, {_DAY_COLS} FROM days WHERE day >= ? AND day < ?"
+            sql = f"SELECT {key}, {_DAY_COLS} FROM {self.days} WHERE day >= ? AND day < ?"
             args = [_daynum(start, 0), _daynum(end, 99_999_999)]
             order = "MIN(day)"
         if mid is not None:
@@ -188,18 +194,22 @@ class HistoryQuery:
             s, e = self._bounds(resolution, k, at)
             periods.append((s, e, i1, i2, e1, e2, gas, top, at))
         peaks = self.peaks(meter)
+        lo = self._midnight(d0) if (d0 := as_date(start, "from")) is not None else None
+        hi = self._midnight(d1) if (d1 := as_date(end, "to")) is not None else None
+        # a period cut by from/to costs (fixed fees, capacity) only its part inside them
+        windows = [(max(p[0], lo) if lo else p[0], min(p[1], hi) if hi else p[1]) for p in periods]
         uses: list[list[QuarterUse]]
         if tcfg.prices_file:  # dynamic prices: cost needs every quarter
-            qs = self._quarters(int(periods[0][0].timestamp()), int(periods[-1][1].timestamp()), mid)
-            starts = [p[0] for p in periods]
+            qs = self._quarters(int(windows[0][0].timestamp()), int(windows[-1][1].timestamp()), mid)
+            starts = [w[0] for w in windows]
             uses = [[] for _ in periods]
             for q in qs:
                 uses[bisect_right(starts, q.start) - 1].append(q)
         else:  # fixed prices per register: the period's sums cost the same as its quarters
-            uses = [[QuarterUse(p[0], p[2], p[3], p[4], p[5], p[6])] for p in periods]
+            uses = [[QuarterUse(w[0], p[2], p[3], p[4], p[5], p[6])] for p, w in zip(periods, windows, strict=True)]
         out = []
-        for (s, e, i1, i2, e1, e2, gas, top, at), use in zip(periods, uses, strict=True):
-            c = pricing.cost(use, s, e, peaks)
+        for (s, e, i1, i2, e1, e2, gas, top, at), use, (w0, w1) in zip(periods, uses, windows, strict=True):
+            c = pricing.cost(use, w0, w1, peaks)
             out.append({
                 "start": s.isoformat(), "end": e.isoformat(),
                 "import_kwh": _r(i1 + i2), "export_kwh": _r(e1 + e2),
@@ -210,51 +220,70 @@ class HistoryQuery:
             })
         return out
 
+    def _uses(self, s: date, e: date, meter: str | None, quarters: bool) -> list[QuarterUse]:
+        """The use in [s, e): every quarter (dynamic prices need them) or one sum per local day."""
+        mid = self._meter(meter)
+        if quarters:
+            return self._quarters(int(self._midnight(s).timestamp()), int(self._midnight(e).timestamp()), mid)
+        sql = (f"SELECT day, SUM(imp1), SUM(imp2), SUM(exp1), SUM(exp2), SUM(gas) FROM {self.days} WHERE day >= ? "
+               "AND day < ?")
+        args: list[Any] = [_daynum(s, 0), _daynum(e, 0)]
+        if mid is not None:
+            sql += " AND meter = ?"
+            args.append(mid)
+        out = []
+        for day, a, b, c, d, g in self.con.execute(sql + " GROUP BY day ORDER BY day", args):
+            out.append(QuarterUse(self._midnight(date(day // 10000, day // 100 % 100, day % 100)), a, b, c, d, g))
+        return out
+
     def cost(self, start: date | None = None, end: date | None = None, tariff: str | None = None,
              meter: str | None = None) -> dict[str, Any]:
-        """Cost over [start, end) (default: this year so far) by month, a projection and the tariff comparison."""
+        """Cost over [start, end) (default: this year so far; cut to the days with data) by month, a
+        projection of this month and year, and what the same use costs under every tariff, cheapest first."""
         today = datetime.now(self.tz).date()
         s = as_date(start, "from") or date(today.year, 1, 1)
         e = as_date(end, "to") or today + timedelta(days=1)
-        tcfg, _p = self._tariff(tariff)
+        if e <= s:
+            raise ValueError(f"to = {e.isoformat()} must be after from = {s.isoformat()}")
+        tcfg, pricing = self._tariff(tariff)
+        first, last = self.con.execute(f"SELECT MIN(day), MAX(day) FROM {self.days}").fetchone()
+        if first is not None:  # the cost of the days with data in the range (fixed fees too)
+            s = max(s, date(first // 10000, first // 100 % 100, first % 100))
+            e = max(s + timedelta(days=1), min(e, date(last // 10000, last // 100 % 100, last % 100)
+                                               + timedelta(days=1)))
         months = self.rows("month", s, e, tariff, meter)
-        total = _sum_costs([m["cost"] for m in months])
-        compare: list[dict[str, Any]] = []
-        for name in self.tariffs:
-            rows = months if name == (tariff or "") else self.rows("month", s, e, name, meter)
-            compare.append({"tariff": name or "default", "currency": self.tariffs[name].currency,
-                            "total": _sum_costs([m["cost"] for m in rows])["total"]})
-        compare.sort(key=lambda c: c["total"])
-        return {"currency": tcfg.currency, "from": s.isoformat(), "to": e.isoformat(), "total": total,
+        peaks = self.peaks(meter)
+        pricings = [self._tariff(name)[1] for name in self.tariffs]
+        dynamic = any(p.tariff.prices_file for p in pricings)
+        uses = self._uses(s, e, meter, dynamic)
+        compared = tariff_cost.compare(pricings, uses, self._midnight(s), self._midnight(e), peaks, tz=self.tz)
+        return {"currency": tcfg.currency, "from": s.isoformat(), "to": e.isoformat(),
+                "total": _sum_costs([m["cost"] for m in months]),
                 "periods": [{"start": m["start"], "end": m["end"], **m["cost"]} for m in months],
-                "projection": self._projection(tariff, meter, today), "compare": compare}
+                "projection": self._projection(pricing, meter, peaks, bool(tcfg.prices_file)),
+                "compare": [{"tariff": name or "default", "currency": self.tariffs[name].currency,
+                             "total": c.as_dict()["total"], "cost": c.as_dict()} for name, c in compared]}
 
-    def _projection(self, tariff: str | None, meter: str | None, today: date) -> dict[str, Any]:
-        """This month and year projected from what has been used so far."""
-        project = getattr(tariff_cost, "project", None)
-        if project is not None:  # the tariffs work's projection, when it is there
-            result: dict[str, Any] = project(self, today, tariff=tariff, meter=meter)
-            return result
+    def _projection(self, pricing: Pricing, meter: str | None, peaks: list[MonthPeak],
+                    dynamic: bool) -> dict[str, Any]:
+        """This month and year projected from the use so far (as of the last stored quarter)."""
         last = self.con.execute("SELECT MAX(start) FROM quarters").fetchone()[0]
-        now = self._local(last + 900) if last is not None else datetime.now(self.tz)
-        out: dict[str, Any] = {"method": "linear: cost so far x period length / time elapsed up to the last "
-                                         "stored quarter"}
-        m0 = date(now.year, now.month, 1)
-        m1 = date(m0.year + m0.month // 12, m0.month % 12 + 1, 1)
-        for name, p0, p1 in (("month", m0, m1), ("year", date(now.year, 1, 1), date(now.year + 1, 1, 1))):
-            a, b = self._midnight(p0), self._midnight(p1)
-            elapsed = (now - a).total_seconds()
-            so_far = _sum_costs([r["cost"] for r in self.rows("month", p0, p1, tariff, meter)])
-            scale = (b - a).total_seconds() / elapsed if elapsed > 0 else 0.0
-            out[name] = {k: round(v * scale, 2) for k, v in so_far.items()}
+        now = datetime.now(self.tz)
+        if last is not None:
+            now = min(now, self._local(last + 900))
+        year0 = date(now.year, 1, 1)
+        uses = self._uses(year0, now.date() + timedelta(days=1), meter, dynamic)
+        out: dict[str, Any] = {
+            "method": "use so far, plus its daily average since the period's first data times the days left; "
+                      "fixed fees and the capacity tariff for the whole period; as of the last stored quarter"}
+        for period in ("month", "year"):
+            out[period] = tariff_cost.project(pricing, uses, now, peaks, period=period, tz=self.tz).as_dict()
         return out
 
     def capacity(self, meter: str | None = None) -> dict[str, Any]:
         """The capacity tariff now: this month's peak and the mean of the last 12 months' floored peaks."""
         floor = self.cfg.tariff.capacity_floor_kw
-        today = datetime.now(self.tz).date()
-        this = date(today.year, today.month, 1)
-        first = date(this.year - 1 + (this.month == 12), this.month % 12 + 1, 1)  # 11 months back
+        this = month_of(datetime.now(self.tz).date())
         sql = "SELECT month, kw, at, source FROM month_peaks"
         args: list[Any] = []
         mid = self._meter(meter)
@@ -268,12 +297,12 @@ class HistoryQuery:
         months: list[dict[str, Any]] = [
             {"month": m, "kw": round(kw, 3), "at": None if at is None else self._local(at).isoformat(),
              "source": src} for m, (kw, at, src) in sorted(best.items())]
-        window = [m for m in months if first.strftime("%Y-%m") <= m["month"] <= this.strftime("%Y-%m")]
-        mean = sum(max(m["kw"], floor) for m in window) / len(window) if window else None
+        peaks_kw = {date(int(m[:4]), int(m[5:7]), 1): kw for m, (kw, _a, _s) in best.items()}
         cur = best.get(this.strftime("%Y-%m"))
         return {"month": this.strftime("%Y-%m"), "month_peak_kw": None if cur is None else round(cur[0], 3),
                 "month_peak_at": None if cur is None or cur[1] is None else self._local(cur[1]).isoformat(),
-                "mean_12m_kw": None if mean is None else round(mean, 3), "floor_kw": floor, "months": months}
+                "mean_12m_kw": round(mean_peak_kw(this, peaks_kw, floor), 3) if peaks_kw else None,
+                "floor_kw": floor, "months": months}
 
     def meters(self) -> list[dict[str, Any]]:
         """The meters in the store: id, first and last reading."""

@@ -100,8 +100,9 @@ def write_cost(c: dict[str, Any], compare: bool, out: TextIO) -> None:
     proj = c["projection"]
     for name in ("month", "year"):
         if name in proj:
-            out.write(f"{'this ' + name:<10}" + "".join(f"{proj[name].get(k, 0.0):>11.2f}" for k in _COST)
-                      + "  (projected)\n")
+            whole = proj[name].get("projected", proj[name])
+            out.write(f"{'this ' + name:<10}" + "".join(f"{whole.get(k, 0.0):>11.2f}" for k in _COST)
+                      + f"  (projected, {proj[name].get('start', '')[:10]} to {proj[name].get('end', '')[:10]})\n")
     out.write(f"projection: {proj.get('method', '')}\n")
     if compare:
         out.write("\ntariff comparison, same use, cheapest first:\n")
