@@ -139,6 +139,12 @@ def test_compare_cheapest_first() -> None:
     assert rows[0][1].import_ == pytest.approx(96 * (0.05 * 0.32 + 0.2 * 0.26))
 
 
+def test_compare_refuses_mixed_currencies() -> None:
+    with pytest.raises(ValueError, match="different currencies"):
+        compare([Pricing(TariffConfig(name="a")), Pricing(TariffConfig(name="b", currency="SEK"))], [],
+                _at(2025, 6, 2), _at(2025, 6, 3))
+
+
 def test_a_generator_of_quarters_is_read_once() -> None:
     qs = _day(date(2025, 6, 2))
     gen_cost = Pricing(replace(DAY_NIGHT, capacity_price=50.0)).cost(iter(qs), _at(2025, 6, 2), _at(2025, 6, 3))

@@ -75,6 +75,15 @@ def test_named_tariffs_must_be_unique() -> None:
         config.loads("[tariff:my tariff]\nimport_price = 0.3\n")
 
 
+def test_compared_tariffs_share_one_currency() -> None:
+    with pytest.raises(ConfigError, match=r"^\[tariff:se\] currency = 'SEK': differs from \[tariff\] currency = 'EUR'"):
+        config.loads("[tariff]\nimport_price = 0.3\n[tariff:se]\ncurrency = SEK\nimport_price = 2\n")
+    with pytest.raises(ConfigError, match=r"^\[tariff:b\] currency = 'EUR': differs from \[tariff:a\]"):
+        config.loads("[tariff:a]\ncurrency = SEK\n[tariff:b]\nimport_price = 0.3\n")
+    cfg = config.loads("[tariff:a]\ncurrency = SEK\n[tariff:b]\ncurrency = sek\n")  # no [tariff] prices: fine
+    assert {t.currency for t in cfg.tariffs} == {"SEK"}
+
+
 @pytest.mark.parametrize(("key", "value", "why"), [
     ("currency", "euro", "three-letter currency"),
     ("import_price_t1", "0,32", "expected a number"),

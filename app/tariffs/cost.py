@@ -291,6 +291,9 @@ def compare(pricings: Sequence[Pricing], quarters: Iterable[QuarterUse], start: 
             peaks: Sequence[MonthPeak] = (), *, tz: tzinfo | None = None,
             derive_peaks: bool = True) -> list[tuple[str, Cost]]:
     """The same use priced under every tariff, cheapest first (ties by name; "" is [tariff])."""
+    if len({p.tariff.currency for p in pricings}) > 1:
+        raise ValueError("tariffs in different currencies cannot be compared: "
+                         + ", ".join(f"{p.name or 'tariff'} {p.tariff.currency}" for p in pricings))
     qs = quarters if isinstance(quarters, (list, tuple)) else list(quarters)
     rows = [(p.name, p.cost(qs, start, end, peaks, tz=tz, derive_peaks=derive_peaks)) for p in pricings]
     return sorted(rows, key=lambda r: (r[1].total, r[0]))

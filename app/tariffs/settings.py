@@ -143,7 +143,7 @@ def with_prices(tariff: TariffConfig, timezone: str) -> TariffConfig:
 
 def resolve_tariffs(main: TariffConfig, named: Sequence[TariffConfig],
                     timezone: str) -> tuple[TariffConfig, tuple[TariffConfig, ...]]:
-    """Check [tariff:NAME] names are unique and load every prices file (called once at config load)."""
+    """Check [tariff:NAME] names are unique and share one currency; load every prices file (once, at config load)."""
     seen: dict[str, str] = {}
     for t in named:
         key = t.name.lower()
@@ -151,4 +151,9 @@ def resolve_tariffs(main: TariffConfig, named: Sequence[TariffConfig],
             raise ConfigError(f"[tariff:{t.name}]: a tariff named {seen[key]!r} is already defined "
                               "(names must be unique, case-insensitively)", f"tariff:{t.name}")
         seen[key] = t.name
+    ref = main if main.priced or not named else named[0]
+    for t in named:
+        if t.currency != ref.currency:
+            raise ConfigError(f"[{t.section}] currency = {t.currency!r}: differs from [{ref.section}] currency = "
+                              f"{ref.currency!r} (tariffs are compared with each other)", t.section, "currency")
     return with_prices(main, timezone), tuple(with_prices(t, timezone) for t in named)
