@@ -172,6 +172,7 @@ class ControlConfig:
     settle: float = 15.0
     stale_after: float = 30.0
     dry_run: bool = False
+    override_min_interval: float = 5.0  # between two applied manual mode changes of one relay
 
 
 @dataclass(frozen=True)
@@ -224,7 +225,7 @@ class MqttConfig:
     key_file: str = ""
     client_id: str = ""
     prefix: str = "smartmeter"
-    publish_interval: float = 0.0
+    publish_interval: float = 10.0  # Home Assistant's recorder stores every state change
     retain: bool = False
     qos: int = 0
     state_qos: int = 1
@@ -495,6 +496,7 @@ def _control(sec: Section) -> ControlConfig:
         settle=sec.duration("settle", 15.0),
         stale_after=sec.duration("stale_after", 30.0, lo=1.0),
         dry_run=sec.flag("dry_run", False),
+        override_min_interval=sec.duration("override_min_interval", 5.0, hi=3600.0),
     )
 
 
@@ -605,7 +607,7 @@ def _mqtt(sec: Section) -> MqttConfig:
         key_file=sec.text("key_file", ""),
         client_id=sec.text("client_id", ""),
         prefix=sec.get("prefix", "smartmeter", _topic_prefix),
-        publish_interval=sec.duration("publish_interval", 0.0, hi=86400.0),
+        publish_interval=sec.duration("publish_interval", 10.0, hi=86400.0),
         retain=sec.flag("retain", False),
         qos=sec.integer("qos", 0, lo=0, hi=2),
         state_qos=sec.integer("state_qos", 1, lo=0, hi=2),

@@ -15,6 +15,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from multiprocessing.synchronize import Event
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
@@ -27,7 +28,7 @@ from app.sinks import Sink, SinkIncomplete
 from app.supervision import TICK_EVERY_S, Heartbeat, main_watch, no_beat
 
 if TYPE_CHECKING:  # gpiozero is imported by the post-processor only when relays are configured
-    from app.control.controller import Controller, SwitchEvent
+    from app.control.controller import Controller, OverrideResult, SwitchEvent
 
 log = logging.getLogger("app.pipeline")
 SINK_QUEUE = 10_000
@@ -124,7 +125,7 @@ class SinkWorker:
         return not self.thread.is_alive() and not self.failed
 
 
-def build_sinks(cfg: Config, on_command: Callable[[str, str], None] | None) -> list[Sink]:
+def build_sinks(cfg: Config, on_command: Callable[[str, str], object] | None) -> list[Sink]:
     """The enabled sinks (their client libraries are imported only when enabled)."""
     relay_names = [r.name for r in cfg.relays]
     sinks: list[Sink] = []
@@ -139,7 +140,8 @@ def build_sinks(cfg: Config, on_command: Callable[[str, str], None] | None) -> l
     if cfg.mqtt.enabled:
         from app.sinks.mqtt import MqttSink
 
-        sinks.append(MqttSink(cfg.mqtt, cfg.mqtt_translate, relay_names, on_command, __version__))
+        sinks.append(MqttSink(cfg.mqtt, cfg.mqtt_translate, relay_names, on_command, __version__,
+                              stale_after=cfg.control.stale_after))
     if cfg.history.enabled:
         from app.sinks.history import HistorySink
 
@@ -154,7 +156,12 @@ class PostProcessor:
                  simulate_relays: bool = False, beat: Callable[[], None] = no_beat) -> None:
         """`simulate_relays`: gpiozero's MockFactory instead of real pins (a replay's default)."""
         self.cfg = cfg
-        self.commands: queue_mod.SimpleQueue[tuple[str, str]] = queue_mod.SimpleQueue()
+        # Manual commands (MQTT network thread, web API): the latest per relay, taken by tick().
+        self._commands: dict[str, tuple[str, Future[OverrideResult]]] = {}
+        self._commands_lock = threading.Lock()
+        self.commands_ignored = 0
+        self._command_log = logutil.RateLimited(log, cfg.general.log_interval)
+        self._relay_revision = -1
         self.controller: Controller | None = None
         self.beat = beat
         if cfg.relays:
@@ -188,8 +195,34 @@ class PostProcessor:
         trace = os.environ.get("SMARTMETER_TRACE")
         self.trace = open(trace, "a", buffering=1 << 16) if trace else None  # noqa: SIM115
 
-    def _on_command(self, name: str, mode: str) -> None:
-        self.commands.put((name, mode))  # thread-safe; applied on the main thread
+    def command(self, name: str, mode: str) -> Future[OverrideResult]:
+        """A manual ON / OFF / AUTO for one relay, from any thread (MQTT, web API).
+
+        Applied by the main thread's next tick through `Controller.override`; the future then holds
+        the result (applied, deferred until ... because min_off, unchanged, superseded by a later
+        command, ignored because ...). A burst keeps only the last command per relay."""
+        from app.control.override import IGNORED, SUPERSEDED, OverrideResult
+
+        fut: Future[OverrideResult] = Future()
+        mode = mode.strip().upper() if isinstance(mode, str) else ""
+        names = [r.name for r in self.cfg.relays]
+        why = ("no relays are configured" if self.controller is None
+               else f"unknown relay (known: {', '.join(names)})" if name not in names
+               else "unknown mode (use ON, OFF or AUTO)" if mode not in ("ON", "OFF", "AUTO") else "")
+        if why:
+            self.commands_ignored += 1
+            self._command_log.warning("ignored", "ignored relay command %r %r: %s (%d ignored so far)",
+                                      name[:40], mode[:40], why, self.commands_ignored)
+            fut.set_result(OverrideResult(name, mode, IGNORED, why))
+            return fut
+        with self._commands_lock:
+            old = self._commands.get(name)
+            self._commands[name] = (mode, fut)
+        if old is not None:
+            old[1].set_result(OverrideResult(name, old[0], SUPERSEDED, f"replaced by {mode}"))
+        return fut
+
+    _on_command = command  # the sinks' callback
 
     @property
     def states(self) -> dict[str, bool]:
@@ -200,6 +233,7 @@ class PostProcessor:
         """Relays to their safe state."""
         if self.controller is not None:
             self._broadcast(self.controller.start(), "start")
+            self._relay_detail()
 
     def _broadcast(self, events: list[SwitchEvent], reason: str) -> None:
         if not events:
@@ -208,6 +242,14 @@ class PostProcessor:
         at = events[-1].at
         for w in self.workers:
             w.submit("relay_event", states, at, reason)
+
+    def _relay_detail(self) -> None:
+        """Each relay's mode, last reason and pending command to the sinks that show them."""
+        assert self.controller is not None
+        self._relay_revision = self.controller.revision
+        view = self.controller.view()
+        for w in self.workers:
+            w.submit("relay_detail", view)
 
     def on_reading(self, reading: Reading) -> None:
         """Control first, then hand the reading to every sink."""
@@ -219,6 +261,8 @@ class PostProcessor:
         self.last_seq = reading.seq
         if self.controller is not None:
             self.controller.on_reading(reading)
+            if self.controller.revision != self._relay_revision:
+                self._relay_detail()
         if self.trace is not None:
             self.trace.write(f"{reading.seq} {time.monotonic_ns()}\n")
         states = self.states
@@ -272,15 +316,15 @@ class PostProcessor:
                 self._announce(first, "interval not known yet")
         if self.controller is not None:
             self._broadcast(self.controller.check_stale(now), "stale")
-            while True:
-                try:
-                    name, mode = self.commands.get_nowait()
-                except queue_mod.Empty:
-                    break
-                try:
-                    self._broadcast(self.controller.override(name, mode), "override")
-                except ValueError as exc:
-                    log.warning("ignored relay command %s %s: %s", name, mode, exc)
+            with self._commands_lock:
+                commands, self._commands = self._commands, {}
+            for name, (mode, fut) in commands.items():
+                result = self.controller.override(name, mode, now)
+                self._broadcast(list(result.events), "override")
+                fut.set_result(result)
+            self._broadcast(self.controller.poll_overrides(now), "override")
+            if self.controller.revision != self._relay_revision:
+                self._relay_detail()
         if now - self._last_stats >= self.cfg.general.stats_interval:
             self._last_stats = now
             self.log_stats()

@@ -135,9 +135,9 @@ def collector(mosquitto: Broker) -> Iterator[Collector]:
 
 
 def mqtt_cfg(broker: Broker, **kw: Any) -> MqttConfig:
-    """[mqtt] pointing at the test broker, fast reconnects."""
+    """[mqtt] pointing at the test broker, fast reconnects, every reading published unless told."""
     return replace(MqttConfig(enabled=True, host=broker.host, port=broker.port, keepalive=5.0,
-                              reconnect_max=1.0), **kw)
+                              reconnect_max=1.0, publish_interval=0.0), **kw)
 
 
 def parse(name: str, received: datetime | None = None) -> Reading:
@@ -316,11 +316,14 @@ def test_close_publishes_offline(mosquitto: Broker, collector: Collector, sinks:
 
 
 HA_SENSOR_KEYS = {"name", "unique_id", "state_topic", "device_class", "state_class", "unit_of_measurement",
-                  "value_template", "device", "availability_topic"}
+                  "value_template", "device", "availability", "availability_mode", "expire_after"}
 HA_DEVICE_KEYS = {"identifiers", "name", "manufacturer", "model", "sw_version"}
-# Home Assistant's documented keys for MQTT sensor / switch / button discovery (the subset we may use).
+HA_AVAILABILITY = {"availability_topic", "payload_available", "payload_not_available"}
+# Home Assistant's documented keys for MQTT sensor / switch / button / select discovery (the subset we may use).
 HA_ALLOWED = {
-    "sensor": HA_SENSOR_KEYS | {"payload_available", "payload_not_available", "expire_after"},
+    "sensor": HA_SENSOR_KEYS | HA_AVAILABILITY | {"json_attributes_topic", "icon"},
+    "select": {"name", "unique_id", "state_topic", "command_topic", "options", "optimistic", "icon", "device"}
+    | HA_AVAILABILITY,
     "switch": {"name", "unique_id", "state_topic", "command_topic", "payload_on", "payload_off",
                "state_on", "state_off", "optimistic", "device", "availability_topic", "payload_available",
                "payload_not_available"},
@@ -336,7 +339,7 @@ def test_home_assistant_discovery(mosquitto: Broker, collector: Collector, sinks
     connected_sink(sinks, mqtt_cfg(mosquitto), reading, ["boiler"]).write(reading, {})
     node = f"smartmeter_{METER}"
     collector.wait_for(f"homeassistant/button/{node}/boiler_auto/config")
-    wait_until(lambda: len(collector.under("homeassistant/sensor/")) == 24)
+    wait_until(lambda: len(collector.under("homeassistant/sensor/")) == 24 + 1)  # + the relay's reason
     configs = {m.topic: m for m in collector.under("homeassistant/")}
     late = Collector(mosquitto, "homeassistant/#")  # a Home Assistant started later still finds them
     try:
@@ -351,8 +354,16 @@ def test_home_assistant_discovery(mosquitto: Broker, collector: Collector, sinks
         assert set(cfg) <= HA_ALLOWED[component], (topic, set(cfg) - HA_ALLOWED[component])
         assert set(cfg["device"]) >= HA_DEVICE_KEYS and cfg["device"]["identifiers"] == [node]
         assert cfg["device"]["manufacturer"] == "Fluvius" and cfg["device"]["sw_version"] == "9.9.9-test"
-        assert cfg["availability_topic"] == f"smartmeter/{METER}/status"
         unique_ids.add(cfg["unique_id"])
+        if component != "sensor" or topic.endswith("_reason/config"):  # relay entities: the appliance is up
+            assert cfg["availability_topic"] == f"smartmeter/{METER}/status"
+            assert "availability" not in cfg  # HA refuses both forms at once
+            continue
+        # values: available while the appliance is online *and* the data is fresh
+        assert "availability_topic" not in cfg and cfg["availability_mode"] == "all"
+        assert [a["topic"] for a in cfg["availability"]] == [f"smartmeter/{METER}/status",
+                                                              f"smartmeter/{METER}/availability"]
+        assert cfg["expire_after"] == 30  # stale_after 30 s + publish_interval 0
         if component == "sensor":
             assert set(cfg) >= HA_SENSOR_KEYS, topic
             assert cfg["unit_of_measurement"] in HA_DEVICE_CLASSES[cfg["device_class"]], topic
@@ -472,7 +483,7 @@ def test_set_through_the_relay_controller_if_present(mosquitto: Broker, collecto
 
     factory = MockFactory()
     relay = RelayConfig(name="boiler", pin="GPIO22", on_when=parse_condition("export > 1500 W for 60 s"))
-    ctl = controller_mod.Controller(ControlConfig(), (relay,), factory)
+    ctl = controller_mod.Controller(ControlConfig(override_min_interval=0.0), (relay,), factory)
     ctl.start()
     ref: list[MqttSink] = []
 
@@ -546,7 +557,7 @@ def test_last_will_when_the_appliance_is_killed(mosquitto: Broker, collector: Co
 
 def test_broker_restart_is_survived(mosquitto: Broker, sinks: list[MqttSink]) -> None:
     reading = parse(FLUVIUS)
-    sink = connected_sink(sinks, mqtt_cfg(mosquitto), reading, ["boiler"])
+    sink = connected_sink(sinks, mqtt_cfg(mosquitto, retain=True), reading, ["boiler"])
     sink.relay_event({"boiler": True}, datetime.now(UTC), "test")
     mosquitto.stop()
     wait_until(lambda: not sink.connected)
@@ -555,14 +566,14 @@ def test_broker_restart_is_survived(mosquitto: Broker, sinks: list[MqttSink]) ->
         sink.write(reading, {"boiler": True})
         sink.tick(time.monotonic())
     assert time.monotonic() - t0 < 0.5, "writes must not wait for the broker"
-    assert sink.dropped >= 5 * 23
+    assert sink.dropped >= 4 * 24  # the last reading is held for the reconnect
     mosquitto.start()
-    wait_until(lambda: sink.connected, timeout=10)
     c = Collector(mosquitto)
     try:
+        wait_until(lambda: sink.connected, timeout=10)
         assert c.wait_for(f"smartmeter/{METER}/status").payload == "online"  # republished (persistence off)
         assert c.wait_for(f"smartmeter/{METER}/relay/boiler/state").payload == "ON"
-        sink.write(reading, {"boiler": True})
+        # the held reading goes out on reconnect, without waiting for the next one
         assert c.wait_for(f"smartmeter/{METER}/power/power_in").json()["value"] == 338
     finally:
         c.close()
@@ -644,7 +655,8 @@ def test_unreadable_tls_files_are_a_config_error(tmp_path: Path) -> None:
 
 
 def test_absent_broker_never_blocks() -> None:
-    cfg = MqttConfig(enabled=True, host="127.0.0.1", port=1, reconnect_max=1.0)  # nothing listens on port 1
+    cfg = MqttConfig(enabled=True, host="127.0.0.1", port=1, reconnect_max=1.0,  # nothing listens on port 1
+                     publish_interval=0.0)
     sink = MqttSink(cfg, TranslateConfig(), ["boiler"], None, "t")
     t0 = time.monotonic()
     reading = parse(FLUVIUS)
@@ -654,10 +666,11 @@ def test_absent_broker_never_blocks() -> None:
         sink.status(ReaderStatus())
         sink.tick(time.monotonic())
     assert time.monotonic() - t0 < 0.5
-    assert not sink.connected and sink.dropped == 3 * 24
+    assert not sink.connected and sink.dropped == 2 * 24  # the latest is held for a connection
     t0 = time.monotonic()
     sink.close()
     assert time.monotonic() - t0 < 3.0
+    assert sink.dropped == 3 * 24
 
 
 # ---------------------------------------------------------------- translator

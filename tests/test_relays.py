@@ -187,7 +187,7 @@ def test_controller_override_and_safe_all(factory: MockFactory) -> None:
     ctl = controller(factory, stale_after=3600.0)
     ctl.start(now_monotonic=0.0)
     ctl.on_reading(reading(0, 0), now_monotonic=1.0)
-    events = ctl.override("pump", "ON")
+    events = ctl.override("pump", "ON").events
     assert [(e.name, e.state, e.kind, e.reason) for e in events] == [
         ("pump", True, "override", "manual override ON")
     ]

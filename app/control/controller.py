@@ -4,7 +4,8 @@
     ctl.start()                       # every relay to its safe state
     ctl.on_reading(reading)           # per valid reading
     ctl.check_stale(time.monotonic()) # now and then (e.g. on every queue timeout)
-    ctl.override("boiler", "ON")      # from MQTT; "AUTO" hands back to the rules
+    ctl.override("boiler", "ON")      # MQTT / web API; "AUTO" hands back to the rules -> OverrideResult
+    ctl.poll_overrides(time.monotonic())  # now and then: apply commands the protection held back
     ctl.safe_all("shutdown (SIGTERM)")
     ctl.close()
 
@@ -17,15 +18,25 @@ from __future__ import annotations
 
 import logging
 import time
-from datetime import UTC, datetime, tzinfo
+from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
 
 from app.config import ControlConfig, RelayConfig
-from app.control.policy import Policy, SwitchEvent
+from app.control.override import (
+    APPLIED,
+    DEFERRED,
+    SUPERSEDED,
+    UNCHANGED,
+    OverrideResult,
+    RelayView,
+    override_wait,
+)
+from app.control.policy import MODES, Policy, SwitchEvent
 from app.control.relays import RelayBank
+from app.logutil import RateLimited
 from app.records import Reading
 
-__all__ = ["Controller", "SwitchEvent"]
+__all__ = ["Controller", "OverrideResult", "RelayView", "SwitchEvent"]
 
 log = logging.getLogger("app.control")
 
@@ -49,6 +60,15 @@ class Controller:
         self.bank = RelayBank(relays, pin_factory=pin_factory, dry_run=control.dry_run)
         self._last_valid: float | None = None  # monotonic time of the last valid reading (or start)
         self._stale = False
+        self._configs = {r.name: r for r in relays}
+        # Override protection, on the monotonic clock: last switch and last applied mode change per relay.
+        self._switched_mono: dict[str, float] = {}
+        self._override_mono: dict[str, float] = {}
+        self._pending: dict[str, tuple[str, OverrideResult]] = {}  # name -> (mode, its deferred result)
+        self._last: dict[str, SwitchEvent] = {}  # last switch per relay (for its reason)
+        self.results: dict[str, OverrideResult] = {}  # last result per relay, for MQTT and the web API
+        self.revision = 0  # bumped whenever a relay's view (state, mode, reason, pending) changes
+        self._limited = RateLimited(log, 60.0)
 
     @property
     def states(self) -> dict[str, bool]:
@@ -65,7 +85,7 @@ class Controller:
         self._last_valid = time.monotonic() if now_monotonic is None else now_monotonic
         self._stale = False
         events = self.policy.start(_now())
-        self._apply(events)
+        self._apply(events, self._last_valid)
         return events
 
     def on_reading(self, reading: Reading, now_monotonic: float | None = None) -> list[SwitchEvent]:
@@ -82,7 +102,7 @@ class Controller:
             log.warning("%s, every relay to its safe state until it advances", self.policy.clock_stuck)
         elif stuck is not None and self.policy.clock_stuck is None:
             log.info("meter clock advances again, relays back under their rules")
-        self._apply(events, meter_time=True)
+        self._apply(events, self._last_valid, meter_time=True)
         return events
 
     def check_stale(self, now_monotonic: float) -> list[SwitchEvent]:
@@ -97,18 +117,88 @@ class Controller:
         reason = f"stale: no valid reading for {silent_s:.0f} s, stale_after is {limit_s:g} s"
         log.warning("%s, every relay to its safe state", reason)
         events = self.policy.force_safe(_now(), reason)
-        self._apply(events)
+        self._apply(events, now_monotonic)
         return events
 
-    def override(self, name: str, mode: str) -> list[SwitchEvent]:
-        """Manual mode ON / OFF (held until AUTO) or AUTO; unknown relay or mode -> ValueError."""
-        events = self.policy.override(name, mode, _now())
+    def override(self, name: str, mode: str, now_monotonic: float | None = None) -> OverrideResult:
+        """Manual mode ON / OFF (held until AUTO) or AUTO, under the relay's protection.
+
+        Applied at once when min_on / min_off and [control] override_min_interval allow it, else kept
+        as the relay's one pending command (a later command replaces it) and applied by
+        `poll_overrides`. Unknown relay or mode -> ValueError."""
+        if name not in self._configs:
+            raise ValueError(f"unknown relay {name!r} (known: {', '.join(self._configs) or 'none'})")
         mode = mode.strip().upper()
+        if mode not in MODES:
+            raise ValueError(f"unknown mode {mode!r} for relay {name!r} (use ON, OFF or AUTO)")
+        now = time.monotonic() if now_monotonic is None else now_monotonic
+        result = self._decide(name, mode, now)
+        self.results[name] = result
+        return result
+
+    def poll_overrides(self, now_monotonic: float) -> list[SwitchEvent]:
+        """Apply the pending commands whose wait is over; the switches they made."""
+        events: list[SwitchEvent] = []
+        for name, (mode, _) in list(self._pending.items()):
+            result = self._decide(name, mode, now_monotonic, pending=True)
+            if result.outcome != DEFERRED:
+                self.results[name] = result
+                self.revision += 1
+                events.extend(result.events)
+        return events
+
+    def view(self) -> dict[str, RelayView]:
+        """Every relay's state, mode, last switch reason and pending command, in config order."""
+        modes = self.policy.modes
+        out = {}
+        for name, state in self.policy.states.items():
+            last = self._last.get(name)
+            pending = self._pending.get(name)
+            out[name] = RelayView(
+                name, state, modes[name], last.reason if last else "", last.at if last else None,
+                f"{pending[0]} {DEFERRED} until {pending[1].until:%H:%M:%S} ({pending[1].detail})"
+                if pending is not None and pending[1].until is not None else "",
+            )
+        return out
+
+    def _decide(self, name: str, mode: str, now: float, pending: bool = False) -> OverrideResult:
+        """Apply, defer (replacing any pending command) or drop one command."""
+        r = self._configs[name]
+        old = self._pending.pop(name, None)
+        if old is not None and not pending and old[0] != mode:
+            self.revision += 1
+            self.results[name] = OverrideResult(name, old[0], SUPERSEDED, f"replaced by {mode}")
+        state, current = self.policy.states[name], self.policy.modes[name]
+        wait = override_wait(
+            mode, current, state,
+            since_switch_s=now - self._switched_mono.get(name, -float("inf")),
+            since_override_s=now - self._override_mono.get(name, -float("inf")),
+            min_on_s=r.min_on, min_off_s=r.min_off, min_interval_s=self.control.override_min_interval,
+        )
+        if wait is None:
+            return OverrideResult(name, mode, UNCHANGED, f"already {current}, {'on' if state else 'off'}")
+        wait_s, why = wait
+        if wait_s > 0 and not self.bank.closed:
+            if old is not None and old[0] == mode:  # still waiting: keep its result (and the log quiet)
+                self._pending[name] = old
+                return old[1]
+            until = _now() + timedelta(seconds=wait_s)
+            if self.policy.tz is not None:
+                until = until.astimezone(self.policy.tz)
+            result = OverrideResult(name, mode, DEFERRED, why, until)
+            self._pending[name] = (mode, result)
+            self.revision += 1
+            self._limited.log(logging.INFO, f"defer {name}", "%s", result)
+            return result
+        events = self.policy.override(name, mode, _now())
+        self._override_mono[name] = now
+        self.revision += 1
         if not events:
             held = " (relays held in the safe state until valid readings resume)" if self._stale else ""
             log.info("relay %s: mode %s%s", name, mode, held)
-        self._apply(events)
-        return events
+        self._apply(events, now)
+        return OverrideResult(name, mode, APPLIED, "switched" if events else "mode changed", None,
+                              tuple(events))
 
     def safe_all(self, reason: str) -> list[SwitchEvent]:
         """Shutdown or reader died: every relay to its safe state at once, whatever min_on/min_off say."""
@@ -116,7 +206,7 @@ class Controller:
             return []
         self._stale = True
         events = self.policy.force_safe(_now(), reason)
-        self._apply(events)
+        self._apply(events, time.monotonic())
         if not events:
             log.info("%s, every relay already in its safe state", reason)
         return events
@@ -125,12 +215,17 @@ class Controller:
         """Leave every pin in its safe state and release it; idempotent."""
         self.bank.close()
 
-    def _apply(self, events: list[SwitchEvent], meter_time: bool = False) -> None:
+    def _apply(self, events: list[SwitchEvent], now_monotonic: float | None, meter_time: bool = False) -> None:
         suffix = " [dry run]" if self.bank.dry_run else " [simulated]" if self.simulated else ""
+        now = time.monotonic() if now_monotonic is None else now_monotonic
         for ev in events:
             self.bank.set(ev.name, ev.state)
+            self._switched_mono[ev.name] = now
+            self._last[ev.name] = ev
             when = f" at meter time {ev.at.isoformat(timespec='seconds')}" if meter_time else ""
             log.info("%s%s%s", ev, when, suffix)
+        if events:
+            self.revision += 1
 
 
 def _now() -> datetime:

@@ -11,8 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from app.records import ReaderStatus, Reading
+
+if TYPE_CHECKING:
+    from app.control.override import RelayView
 
 
 class SinkIncomplete(Exception):
@@ -32,6 +36,9 @@ class Sink:
 
     def relay_event(self, states: Mapping[str, bool], at: datetime, reason: str) -> None:
         """Relay states changed outside a reading (stale data, override, shutdown)."""
+
+    def relay_detail(self, view: Mapping[str, RelayView]) -> None:
+        """Each relay's state, mode, last switch reason and pending command, when any of them changed."""
 
     def status(self, status: ReaderStatus) -> None:
         """Latest reader counters (telegrams ok, CRC errors, dropped, lag)."""

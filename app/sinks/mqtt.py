@@ -7,42 +7,57 @@ Connection lifecycle: the Last Will topic `<prefix>/<meter id>/status` needs the
 which is only known from the first reading, so the client is *built* (TLS files checked) in
 the constructor but *connects* when the first reading arrives. Should a later reading carry
 another meter id, the sink says `offline` for the old id and reconnects with the new will.
-While the broker is away, value messages are dropped and counted (they are live data; the
-InfluxDB spool is the history); state, status, info and discovery are all retained and are
-published again from the current state on every (re)connect, so nothing needs queueing.
+Until the broker has acknowledged the connection (CONNACK) the latest reading is *held* and
+published on connect; a reading replaced while the broker stays away is dropped and counted
+(values are live data; the InfluxDB spool is the history). State, mode, reason, status,
+availability, info and discovery are all retained and are published again from the current
+state on every (re)connect, so nothing else needs queueing.
+
+Stale data: no reading for `stale_after` (wall clock) or the reader reporting the meter
+disconnected sets `<base>/availability` to `offline`, which makes every value sensor in Home
+Assistant unavailable (its discovery also carries `expire_after`); the next reading sets it
+back to `online`. No paho callback lets an exception escape (counted, logged rate-limited).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import ssl
 import threading
 import time
 from collections.abc import Callable, Mapping
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
 from app.config import MqttConfig, TranslateConfig
 from app.errors import ConfigError
+from app.logutil import RateLimited
 from app.records import ReaderStatus, Reading
 from app.sinks import Sink
 from app.sinks.mqtt_topics import (
     Message,
     Topics,
     TopicSpec,
+    availability_message,
     device_block,
     discovery_messages,
+    expire_after_s,
     info_payload,
     parse_command,
     reading_messages,
     reading_values,
+    relay_detail_messages,
     relay_messages,
     sanitize,
     status_message,
 )
+
+if TYPE_CHECKING:
+    from app.control.override import RelayView
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +67,28 @@ LOG_INTERVAL_S = 60.0
 CLOSE_TIMEOUT_S = 1.0  # the post-processor gives all sinks 1.5 s together at shutdown
 CONNECT_TIMEOUT_S = 5.0
 
-CommandCallback = Callable[[str, str], None]
+CommandCallback = Callable[[str, str], object]
+F = TypeVar("F", bound=Callable[..., None])
+
+
+def guarded(what: str) -> Callable[[F], F]:
+    """Decorate a paho callback method: an exception is counted in `self.callback_errors` and logged
+    (rate-limited), never raised into paho's network thread, which it would end for good."""
+
+    def wrap(fn: F) -> F:
+        @functools.wraps(fn)
+        def inner(self: Any, *args: Any) -> None:
+            try:
+                fn(self, *args)
+            except Exception as exc:  # the top of a callback: paho's thread must survive anything
+                self.callback_errors += 1
+                self.last_error = f"{what}: {type(exc).__name__}: {str(exc)[:200]}"
+                self.callback_log.log(logging.ERROR, what, "MQTT: %s failed (%d so far): %s", what,
+                                      self.callback_errors, self.last_error, exc_info=True)
+
+        return inner  # type: ignore[return-value]
+
+    return wrap
 
 
 class _RateLimit:
@@ -109,8 +145,10 @@ class MqttSink(Sink):
         on_command: CommandCallback | None,
         version: str,
         clock: Callable[[], float] = time.monotonic,
+        stale_after: float = 30.0,
     ) -> None:
         self.cfg = cfg
+        self.stale_after = stale_after
         self.relay_names = list(relay_names)
         self.on_command = on_command
         self.version = version
@@ -132,15 +170,23 @@ class MqttSink(Sink):
         self._reader_status: ReaderStatus | None = None
         self._info_dirty = False
         self._info_last = -float("inf")
-        self._pending: Reading | None = None
+        self._pending: Reading | None = None  # the latest reading not published yet
         self._last_value_publish = -float("inf")
+        self._last_data: float | None = None  # clock() of the last reading
+        self._stale = False  # no reading within stale_after, or the meter is disconnected
+        self._views: dict[str, RelayView] = {}
+        self._published_views: dict[str, RelayView] = {}
         self.published = 0
         self.published_info = 0
-        self.dropped = 0  # value messages dropped while disconnected or with paho's queue full
+        self.dropped = 0  # value messages dropped while the broker was away, or with paho's queue full
         self._dropped_reported = 0
         self.commands = 0
         self.rejected_commands = 0
         self.connects = 0
+        self.callback_errors = 0
+        self.last_error = ""
+        self.callback_log = RateLimited(log, LOG_INTERVAL_S)
+        self._command_log = RateLimited(log, LOG_INTERVAL_S)
         self._drop_log = _RateLimit(LOG_INTERVAL_S)
         self._fail_log = _RateLimit(LOG_INTERVAL_S)
         self.translator: Any = None
@@ -153,10 +199,11 @@ class MqttSink(Sink):
     # ------------------------------------------------------------ Sink API (worker thread)
 
     def write(self, reading: Reading, relays: Mapping[str, bool]) -> None:
-        """Publish a reading (subject to publish_interval) and relay states that changed."""
+        """Publish a reading (subject to publish_interval; held until connected) and changed relay states."""
         if self._closed:
             return
         self._ensure_meter(reading)  # outside the lock: it may wait for the network thread
+        now = self._clock()
         with self._lock:
             self._header = reading.header or self._header
             self._protocol = reading.protocol or self._protocol
@@ -167,13 +214,10 @@ class MqttSink(Sink):
             if self._connected and new_specs:
                 self._publish_discovery()
             self._publish_relays(changed_only=True)
-        now = self._clock()
-        if self.cfg.publish_interval <= 0 or now - self._last_value_publish >= self.cfg.publish_interval:
-            self._pending = None
-            self._last_value_publish = now
-            self._publish_values(reading)
-        else:
-            self._pending = reading
+            self._last_data = now
+            if self._stale:
+                self._set_stale(False, "readings again")
+            self._offer(reading, now)
 
     def relay_event(self, states: Mapping[str, bool], at: datetime, reason: str) -> None:
         """Relay states changed outside a reading (override, stale data, shutdown): publish them."""
@@ -183,22 +227,36 @@ class MqttSink(Sink):
             self._relays.update(states)
             self._publish_relays(changed_only=True)
 
+    def relay_detail(self, view: Mapping[str, RelayView]) -> None:
+        """Each relay's mode and last switch reason (and a command waiting for its protection)."""
+        if self._closed:
+            return
+        with self._lock:
+            self._views.update(view)
+            self._relays.update({name: v.state for name, v in view.items()})
+            self._publish_relays(changed_only=True)
+            self._publish_views(changed_only=True)
+
     def status(self, status: ReaderStatus) -> None:
-        """Remember the reader counters; the retained info JSON is refreshed at most every 10 s."""
+        """Remember the reader counters (info JSON at most every 10 s); a disconnected meter is stale data."""
         with self._lock:
             self._reader_status = status
             self._info_dirty = True
+            if not status.connected and not self._stale:
+                self._set_stale(True, "the reader reports the meter disconnected")
         self._maybe_publish_info(self._clock())
 
     def tick(self, now: float) -> None:
-        """Flush a reading held back by publish_interval, the info JSON, and report drops."""
+        """Flush a reading held back by publish_interval, mark stale data, the info JSON, report drops."""
         if self._closed:
             return
-        pending = self._pending
-        if pending is not None and now - self._last_value_publish >= self.cfg.publish_interval:
-            self._pending = None
-            self._last_value_publish = now
-            self._publish_values(pending)
+        with self._lock:
+            if self._pending is not None and self._connected and self._due(now):
+                self._flush(now)
+            if (not self._stale and self._last_data is not None
+                    and now - self._last_data > self.stale_after):
+                self._set_stale(True, f"no reading for {now - self._last_data:.0f} s "
+                                      f"(stale_after is {self.stale_after:g} s)")
         self._maybe_publish_info(now)
         self._report_drops(now)
 
@@ -207,6 +265,10 @@ class MqttSink(Sink):
         if self._closed:
             return
         self._closed = True
+        with self._lock:
+            if self._pending is not None and not self._connected:
+                self.dropped += len(reading_values(self._pending))  # held, but the broker never came
+            self._pending = None
         self._stop_client()
         if self.translator is not None:
             self.translator.close()
@@ -246,6 +308,7 @@ class MqttSink(Sink):
         with self._lock:
             self._specs.clear()
             self._published_relays.clear()
+            self._published_views.clear()
             self._topics = Topics(self.cfg.prefix, meter_id)
             self._device = device_block(meter_id, reading.header, reading.protocol, self.version)
             self._start_client()
@@ -284,6 +347,7 @@ class MqttSink(Sink):
         client.disconnect()
         client.loop_stop()
 
+    @guarded("on_connect")
     def _on_connect(
         self, client: paho.Client, userdata: object, flags: object, reason_code: Any, properties: object
     ) -> None:
@@ -309,8 +373,14 @@ class MqttSink(Sink):
             self._publish_discovery()
             self._published_relays.clear()
             self._publish_relays(changed_only=False)
+            self._published_views.clear()
+            self._publish_views(changed_only=False)
+            self._send(availability_message(topics, not self._stale, self.cfg.state_qos))
+            if self._pending is not None:  # held until the broker acknowledged: publish it now
+                self._flush(self._clock())
         log.info("MQTT: connected to %s:%d, publishing under %s", self.cfg.host, self.cfg.port, topics.base)
 
+    @guarded("on_disconnect")
     def _on_disconnect(
         self, client: paho.Client, userdata: object, flags: object, reason_code: Any, properties: object
     ) -> None:
@@ -322,11 +392,13 @@ class MqttSink(Sink):
             log.warning("MQTT: disconnected from %s:%d (%s); reconnecting with backoff up to %g s",
                         self.cfg.host, self.cfg.port, reason_code, self.cfg.reconnect_max)
 
+    @guarded("on_connect_fail")
     def _on_connect_fail(self, client: paho.Client, userdata: object) -> None:
         if self._fail_log.ready(self._clock()):
             log.warning("MQTT: cannot reach broker %s:%d; retrying with backoff up to %g s",
                         self.cfg.host, self.cfg.port, self.cfg.reconnect_max)
 
+    @guarded("on_message")
     def _on_message(self, client: paho.Client, userdata: object, msg: paho.MQTTMessage) -> None:
         topics = self._topics
         if topics is None:
@@ -335,29 +407,22 @@ class MqttSink(Sink):
         if name is None:
             return
         mode = parse_command(msg.payload)
-        if msg.retain:
+        why = ("retained (publish commands without retain)" if msg.retain
+               else f"unknown relay {name[:40]!r} (known: {', '.join(self.relay_names) or 'none'})"
+               if name not in self.relay_names
+               else f"payload {msg.payload[:40]!r} is not ON, OFF or AUTO" if mode is None else "")
+        if why or mode is None:
             self.rejected_commands += 1
-            log.warning("MQTT: ignoring retained command on %s (publish commands without retain)", msg.topic)
-            return
-        if name not in self.relay_names:
-            self.rejected_commands += 1
-            log.warning("MQTT: command for unknown relay %r on %s ignored (known: %s)",
-                        name, msg.topic, ", ".join(self.relay_names) or "none")
-            return
-        if mode is None:
-            self.rejected_commands += 1
-            log.warning("MQTT: command %r on %s ignored (expected ON, OFF or AUTO)",
-                        msg.payload[:40], msg.topic)
+            self._command_log.warning("rejected", "MQTT: ignored command on %s: %s (%d ignored so far)",
+                                      msg.topic[:120], why, self.rejected_commands)
             return
         self.commands += 1
-        log.info("MQTT: relay %s override %s requested", name, mode)
+        self._command_log.log(logging.INFO, f"cmd {name}", "MQTT: relay %s: %s requested", name, mode)
         if self.on_command is None:
-            log.warning("MQTT: no relay controller attached; command %s for %s ignored", mode, name)
+            self._command_log.warning("no controller", "MQTT: no relay controller attached; command %s for %s "
+                                      "ignored", mode, name)
             return
-        try:
-            self.on_command(name, mode)
-        except Exception:  # the network thread must survive a faulty callback
-            log.exception("MQTT: relay command %s for %s failed", mode, name)
+        self.on_command(name, mode)  # queues it: the post-processor applies it under the relay's protection
 
     # ------------------------------------------------------------ publishing
 
@@ -369,16 +434,52 @@ class MqttSink(Sink):
         info = client.publish(msg.topic, msg.payload, msg.qos, msg.retain)
         return info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS
 
-    def _publish_values(self, reading: Reading) -> None:
-        msgs = reading_messages(reading, self.cfg.prefix, self.cfg.qos, self.cfg.retain)
-        if not self._connected:
-            self.dropped += len(msgs)
+    def _due(self, now: float) -> bool:
+        return self.cfg.publish_interval <= 0 or now - self._last_value_publish >= self.cfg.publish_interval
+
+    def _offer(self, reading: Reading, now: float) -> None:
+        """Make `reading` the latest to publish; publish it if connected and due (lock held)."""
+        superseded, self._pending = self._pending, reading
+        if not self._due(now):
             return
-        for msg in msgs:
+        if self._connected:
+            self._flush(now)
+        elif superseded is not None:  # it would have been published: the broker is away
+            self.dropped += len(reading_values(superseded))
+            self._last_value_publish = now
+
+    def _flush(self, now: float) -> None:
+        """Publish the held reading (lock held, connected)."""
+        reading, self._pending = self._pending, None
+        self._last_value_publish = now
+        if reading is None:
+            return
+        for msg in reading_messages(reading, self.cfg.prefix, self.cfg.qos, self.cfg.retain):
             if self._send(msg):
                 self.published += 1
             else:
                 self.dropped += 1
+
+    def _set_stale(self, stale: bool, why: str) -> None:
+        """Mark the data stale (values unavailable in Home Assistant) or fresh again (lock held)."""
+        self._stale = stale
+        if stale:
+            log.warning("MQTT: data is stale (%s): values marked unavailable", why)
+        else:
+            log.info("MQTT: %s: values available again", why)
+        if self._topics is not None:
+            self._send(availability_message(self._topics, not stale, self.cfg.state_qos))
+
+    def _publish_views(self, changed_only: bool) -> None:
+        if self._topics is None or not self._connected:
+            return
+        for name, v in self._views.items():
+            if name not in self.relay_names or (changed_only and self._published_views.get(name) == v):
+                continue
+            msgs = relay_detail_messages(self._topics, name, v.mode, v.state, v.reason, v.at, v.pending,
+                                         self.cfg.state_qos)
+            if all([self._send(m) for m in msgs]):
+                self._published_views[name] = v
 
     def _publish_relays(self, changed_only: bool) -> None:
         if self._topics is None or not self._connected:
@@ -397,8 +498,9 @@ class MqttSink(Sink):
             return
         specs = [s for p, s in self._specs.items() if p not in self._discovered]
         relays = [] if self._relays_discovered else self.relay_names
+        expire = expire_after_s(self.stale_after, self.cfg.publish_interval)
         for msg in discovery_messages(self._topics, specs, relays, self._device, self.cfg.discovery_prefix,
-                                      self.cfg.state_qos):
+                                      self.cfg.state_qos, expire):
             self._send(msg)
         self._discovered.update(s.topic for s in specs)
         self._relays_discovered = True
@@ -408,7 +510,9 @@ class MqttSink(Sink):
         payload = info_payload(
             self.version, self._topics.meter_id, self._protocol, self._header, self._reader_status,
             {"mqtt_dropped": self.dropped, "mqtt_published": self.published,
-             "relays": sorted(self.relay_names)},
+             "mqtt_callback_errors": self.callback_errors, "data_stale": self._stale,
+             "relays": sorted(self.relay_names),
+             **({"translator": self.translator.health()} if self.translator is not None else {})},
         )
         return Message(self._topics.info, payload, self.cfg.state_qos, True)
 
@@ -423,6 +527,7 @@ class MqttSink(Sink):
 
     def _report_drops(self, now: float) -> None:
         if self.dropped > self._dropped_reported and self._drop_log.ready(now):
-            log.warning("MQTT: broker %s:%d unreachable, dropped %d value messages (%d in total)",
-                        self.cfg.host, self.cfg.port, self.dropped - self._dropped_reported, self.dropped)
+            log.warning("MQTT: broker %s:%d not connected: dropped %d value messages (%d in total); the "
+                        "latest values are held and published once connected", self.cfg.host, self.cfg.port,
+                        self.dropped - self._dropped_reported, self.dropped)
             self._dropped_reported = self.dropped

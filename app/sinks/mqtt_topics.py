@@ -4,8 +4,11 @@ The harmonized profile (one topic per quantity, the same for every meter):
 
     <prefix>/<meter id>/<group>/<name>   {"timestamp": <unix s>, "value": <number>}
     <prefix>/<meter id>/relay/<name>/state   ON | OFF            (retained)
+    <prefix>/<meter id>/relay/<name>/mode    AUTO | ON | OFF     (retained)
+    <prefix>/<meter id>/relay/<name>/reason  JSON: reason, at, state, mode, pending (retained)
     <prefix>/<meter id>/relay/<name>/set     ON | OFF | AUTO     (commands, subscribed)
     <prefix>/<meter id>/status               online | offline    (retained, Last Will)
+    <prefix>/<meter id>/availability         online | offline    (retained: the data is fresh / stale)
     <prefix>/<meter id>/info                 JSON                (retained)
 
 Nothing here imports paho: the sink in `app.sinks.mqtt` only moves these messages.
@@ -29,7 +32,9 @@ OFFLINE = "offline"
 COMMANDS = frozenset({"ON", "OFF", "AUTO"})
 _TOPIC_UNSAFE_RE = re.compile(r"[/+#\s\x00-\x1f]+")
 _NODE_UNSAFE_RE = re.compile(r"[^A-Za-z0-9_-]+")
-_OWN_LEAVES = frozenset({"status", "info", "state", "set"})
+_OWN_LEAVES = frozenset({"status", "info", "availability", "state", "set", "mode", "reason"})
+MODE_OPTIONS = ("AUTO", "ON", "OFF")
+REASON_MAX = 255  # Home Assistant's limit for a state
 _TASMOTA_LEVELS = frozenset({"tele", "SENSOR", "stat", "STATE"})
 _MANUFACTURERS = {
     "FLU": "Fluvius",
@@ -163,6 +168,11 @@ class Topics:
         return f"{self.base}/info"
 
     @property
+    def availability(self) -> str:
+        """Retained online/offline of the data: offline while it is stale."""
+        return f"{self.base}/availability"
+
+    @property
     def set_filter(self) -> str:
         """Subscription for relay commands."""
         return f"{self.base}/relay/+/set"
@@ -174,6 +184,14 @@ class Topics:
     def relay_state(self, name: str) -> str:
         """Retained ON/OFF of one relay."""
         return f"{self.base}/relay/{name}/state"
+
+    def relay_mode(self, name: str) -> str:
+        """Retained AUTO/ON/OFF of one relay."""
+        return f"{self.base}/relay/{name}/mode"
+
+    def relay_reason(self, name: str) -> str:
+        """Retained JSON: why one relay last switched, and any command waiting for its protection."""
+        return f"{self.base}/relay/{name}/reason"
 
     def relay_set(self, name: str) -> str:
         """Command topic of one relay."""
@@ -239,6 +257,29 @@ def relay_messages(topics: Topics, states: Mapping[str, bool], qos: int = 1) -> 
 def status_message(topics: Topics, online: bool, qos: int = 1) -> Message:
     """Retained online/offline."""
     return Message(topics.status, ONLINE if online else OFFLINE, qos, True)
+
+
+def availability_message(topics: Topics, fresh: bool, qos: int = 1) -> Message:
+    """Retained online (data arriving) / offline (stale: no reading within stale_after, meter disconnected)."""
+    return Message(topics.availability, ONLINE if fresh else OFFLINE, qos, True)
+
+
+def relay_detail_messages(
+    topics: Topics, name: str, mode: str, state: bool, reason: str, at: datetime | None, pending: str,
+    qos: int = 1,
+) -> list[Message]:
+    """Retained mode and reason messages of one relay."""
+    body = {
+        "reason": reason[:REASON_MAX],
+        "at": at.isoformat(timespec="seconds") if at is not None else None,
+        "state": "ON" if state else "OFF",
+        "mode": mode,
+        "pending": pending[:REASON_MAX],
+    }
+    return [
+        Message(topics.relay_mode(name), mode, qos, True),
+        Message(topics.relay_reason(name), json.dumps(body), qos, True),
+    ]
 
 
 def parse_command(payload: bytes | str) -> str | None:
@@ -313,12 +354,29 @@ def _availability(topics: Topics) -> dict[str, str]:
     }
 
 
+def _data_availability(topics: Topics) -> dict[str, Any]:
+    """Values are available while the appliance is online *and* its data is fresh."""
+    return {
+        "availability": [
+            {"topic": t, "payload_available": ONLINE, "payload_not_available": OFFLINE}
+            for t in (topics.status, topics.availability)
+        ],
+        "availability_mode": "all",
+    }
+
+
+def expire_after_s(stale_after_s: float, publish_interval_s: float) -> int:
+    """HA's `expire_after` for value sensors: stale_after plus one publish interval, whole seconds."""
+    return max(1, math.ceil(stale_after_s + max(0.0, publish_interval_s)))
+
+
 def sensor_discovery(
-    topics: Topics, spec: TopicSpec, device: Mapping[str, Any], discovery_prefix: str, qos: int = 1
+    topics: Topics, spec: TopicSpec, device: Mapping[str, Any], discovery_prefix: str, qos: int = 1,
+    expire_after: int | None = None,
 ) -> Message:
     """Retained `homeassistant/sensor/<node>/<key>/config` for one value topic."""
     node = node_id(topics.meter_id)
-    config = {
+    config: dict[str, Any] = {
         "name": spec.label,
         "unique_id": f"{node}_{spec.key}",
         "state_topic": topics.value(spec),
@@ -327,15 +385,18 @@ def sensor_discovery(
         "state_class": spec.state_class,
         "unit_of_measurement": _HA_UNITS.get(spec.unit, spec.unit),
         "device": dict(device),
-        **_availability(topics),
+        **_data_availability(topics),
     }
+    if expire_after is not None:
+        config["expire_after"] = expire_after
     return Message(f"{discovery_prefix}/sensor/{node}/{spec.key}/config", json.dumps(config), qos, True)
 
 
 def relay_discovery(
     topics: Topics, relay: str, device: Mapping[str, Any], discovery_prefix: str, qos: int = 1
 ) -> list[Message]:
-    """A switch (ON/OFF override) and a button (back to AUTO) per relay, retained."""
+    """Per relay, retained: a switch (ON/OFF override), a button (back to AUTO), a select showing and
+    setting the mode (AUTO/ON/OFF) and a sensor with the last switch reason."""
     node = node_id(topics.meter_id)
     key = _NODE_UNSAFE_RE.sub("_", relay)
     switch = {
@@ -359,9 +420,32 @@ def relay_discovery(
         "device": dict(device),
         **_availability(topics),
     }
+    select = {
+        "name": f"Relay {relay} mode",
+        "unique_id": f"{node}_relay_{key}_mode",
+        "state_topic": topics.relay_mode(relay),
+        "command_topic": topics.relay_set(relay),
+        "options": list(MODE_OPTIONS),
+        "optimistic": False,
+        "icon": "mdi:auto-mode",
+        "device": dict(device),
+        **_availability(topics),
+    }
+    reason = {
+        "name": f"Relay {relay} reason",
+        "unique_id": f"{node}_relay_{key}_reason",
+        "state_topic": topics.relay_reason(relay),
+        "value_template": "{{ (value_json.pending or value_json.reason)[:255] }}",
+        "json_attributes_topic": topics.relay_reason(relay),
+        "icon": "mdi:information-outline",
+        "device": dict(device),
+        **_availability(topics),
+    }
     return [
         Message(f"{discovery_prefix}/switch/{node}/{key}/config", json.dumps(switch), qos, True),
         Message(f"{discovery_prefix}/button/{node}/{key}_auto/config", json.dumps(button), qos, True),
+        Message(f"{discovery_prefix}/select/{node}/{key}_mode/config", json.dumps(select), qos, True),
+        Message(f"{discovery_prefix}/sensor/{node}/{key}_reason/config", json.dumps(reason), qos, True),
     ]
 
 
@@ -372,9 +456,10 @@ def discovery_messages(
     device: Mapping[str, Any],
     discovery_prefix: str,
     qos: int = 1,
+    expire_after: int | None = None,
 ) -> list[Message]:
     """Discovery configs for the given value topics and relays."""
-    out = [sensor_discovery(topics, s, device, discovery_prefix, qos) for s in specs]
+    out = [sensor_discovery(topics, s, device, discovery_prefix, qos, expire_after) for s in specs]
     for relay in relays:
         out.extend(relay_discovery(topics, relay, device, discovery_prefix, qos))
     return out
@@ -406,7 +491,7 @@ def is_harmonized(topic: str, prefix: str) -> bool:
 def _json_object(payload: bytes | str) -> dict[str, Any] | None:
     try:
         obj = json.loads(payload)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: deeply nested JSON
         return None
     return obj if isinstance(obj, dict) else None
 
@@ -479,11 +564,11 @@ def tasmota_time(text: object, tz: tzinfo | None) -> int | None:
         return None
     try:
         at = datetime.fromisoformat(text)
-    except ValueError:
+        if at.tzinfo is None:
+            at = at.replace(tzinfo=tz) if tz is not None else at.astimezone()
+        return unix_s(at)
+    except (ValueError, OverflowError, OSError):  # e.g. "0001-01-01T00:00:00" (no clock yet) has no local time
         return None
-    if at.tzinfo is None:
-        at = at.replace(tzinfo=tz) if tz is not None else at.astimezone()
-    return unix_s(at)
 
 
 def translate_tasmota(

@@ -8,6 +8,9 @@ or without any reading of our own meter. Two raw shapes are understood:
 
 Loop guard: a message on one of our own harmonized topics (`<prefix>/<id>/<group>/<name>`,
 `<prefix>/<id>/status|info`, relay topics) is never translated, whatever the subscriptions.
+
+No message stops it: a payload that makes the converter fail is counted as `bad`, logged at a
+limited rate, and its error kept as `last_error`; `health()` goes into the sink's `info` JSON.
 """
 
 from __future__ import annotations
@@ -21,7 +24,8 @@ from typing import Any
 import paho.mqtt.client as paho
 
 from app.config import MqttConfig, TranslateConfig
-from app.sinks.mqtt import LOG_INTERVAL_S, _RateLimit, make_client
+from app.logutil import RateLimited
+from app.sinks.mqtt import LOG_INTERVAL_S, _RateLimit, guarded, make_client
 from app.sinks.mqtt_topics import (
     Message,
     is_harmonized,
@@ -45,6 +49,10 @@ class Translator:
         self.published = 0
         self.ignored = 0
         self.dropped = 0
+        self.bad = 0  # messages the converter failed on
+        self.callback_errors = 0  # exceptions caught at the top of a paho callback
+        self.last_error = ""
+        self.callback_log = RateLimited(log, LOG_INTERVAL_S)
         self._connected = False
         self._closed = False
         self._lock = threading.Lock()
@@ -60,6 +68,12 @@ class Translator:
     def connected(self) -> bool:
         """Whether the translator's client is connected."""
         return self._connected
+
+    def health(self) -> dict[str, Any]:
+        """Counters for the info JSON: messages ok / ignored / bad, the last error."""
+        return {"connected": self._connected, "received": self.received, "published": self.published,
+                "ignored": self.ignored, "bad": self.bad + self.callback_errors, "dropped": self.dropped,
+                "last_error": self.last_error}
 
     def start(self) -> None:
         """Connect in the background (never blocks; retries with backoff)."""
@@ -78,8 +92,8 @@ class Translator:
         if self._started:
             self._client.disconnect()
             self._client.loop_stop()
-        log.info("MQTT translate: %d received, %d published, %d ignored, %d dropped",
-                 self.received, self.published, self.ignored, self.dropped)
+        log.info("MQTT translate: %d received, %d published, %d ignored, %d bad, %d dropped",
+                 self.received, self.published, self.ignored, self.bad + self.callback_errors, self.dropped)
 
     def translate(self, topic: str, payload: bytes, now_s: int) -> list[Message]:
         """The harmonized messages for one raw message (pure apart from choosing the shape)."""
@@ -97,6 +111,7 @@ class Translator:
     def _filters(self) -> list[str]:
         return list(dict.fromkeys((*self.tcfg.datacollector_topics, *self.tcfg.tasmota_topics)))
 
+    @guarded("translator on_connect")
     def _on_connect(
         self, client: paho.Client, userdata: object, flags: object, reason_code: Any, properties: object
     ) -> None:
@@ -109,6 +124,7 @@ class Translator:
             client.subscribe([(f, self.cfg.qos) for f in filters])
         log.info("MQTT translate: connected to %s:%d", self.cfg.host, self.cfg.port)
 
+    @guarded("translator on_disconnect")
     def _on_disconnect(
         self, client: paho.Client, userdata: object, flags: object, reason_code: Any, properties: object
     ) -> None:
@@ -116,15 +132,24 @@ class Translator:
         if not self._closed:
             log.warning("MQTT translate: disconnected (%s); reconnecting", reason_code)
 
+    @guarded("translator on_message")
     def _on_message(self, client: paho.Client, userdata: object, msg: paho.MQTTMessage) -> None:
         with self._lock:
             self.received += 1
-            out = self.translate(msg.topic, msg.payload, int(time.time()))
+            topic = msg.topic
+            try:
+                out = self.translate(topic, msg.payload, int(time.time()))
+            except (ValueError, TypeError, ArithmeticError, RecursionError, UnicodeError) as exc:
+                self.bad += 1
+                self.last_error = f"{topic[:120]}: {type(exc).__name__}: {str(exc)[:200]}"
+                self.callback_log.warning("bad", "MQTT translate: bad message (%d so far): %s",
+                                          self.bad, self.last_error)
+                return
             if not out:
                 self.ignored += 1
-                if not is_harmonized(msg.topic, self.cfg.prefix) and self._ignore_log.ready(time.monotonic()):
+                if not is_harmonized(topic, self.cfg.prefix) and self._ignore_log.ready(time.monotonic()):
                     log.info("MQTT translate: nothing to translate in %s %r (rate-limited)",
-                             msg.topic, msg.payload[:80])
+                             topic[:120], msg.payload[:80])
                 return
             for m in out:
                 info = client.publish(m.topic, m.payload, m.qos, m.retain)
@@ -132,4 +157,3 @@ class Translator:
                     self.published += 1
                 else:
                     self.dropped += 1
-
