@@ -35,6 +35,7 @@ _NODE_UNSAFE_RE = re.compile(r"[^A-Za-z0-9_-]+")
 _OWN_LEAVES = frozenset({"status", "info", "availability", "state", "set", "mode", "reason"})
 MODE_OPTIONS = ("AUTO", "ON", "OFF")
 REASON_MAX = 255  # Home Assistant's limit for a state
+MIN_YEAR = 2000  # a Tasmota "Time" before this is a clock that was never set
 _TASMOTA_LEVELS = frozenset({"tele", "SENSOR", "stat", "STATE"})
 _MANUFACTURERS = {
     "FLU": "Fluvius",
@@ -490,8 +491,8 @@ def is_harmonized(topic: str, prefix: str) -> bool:
 
 def _json_object(payload: bytes | str) -> dict[str, Any] | None:
     try:
-        obj = json.loads(payload)
-    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: deeply nested JSON
+        obj = json.loads(payload)  # deeply nested JSON raises RecursionError: the caller counts it as bad
+    except (ValueError, UnicodeDecodeError):
         return None
     return obj if isinstance(obj, dict) else None
 
@@ -559,11 +560,15 @@ def lookup_key(obj: Mapping[str, Any], key: str) -> object:
 
 
 def tasmota_time(text: object, tz: tzinfo | None) -> int | None:
-    """Tasmota's "Time" (device local time, no zone) as unix seconds; `tz` None = system local time."""
+    """Tasmota's "Time" (device local time, no zone) as unix seconds; `tz` None = system local time.
+
+    None when absent, malformed or before 2000 (a device without a clock yet sends 1970 or year 1)."""
     if not isinstance(text, str):
         return None
     try:
         at = datetime.fromisoformat(text)
+        if at.year < MIN_YEAR:
+            return None
         if at.tzinfo is None:
             at = at.replace(tzinfo=tz) if tz is not None else at.astimezone()
         return unix_s(at)
