@@ -43,6 +43,7 @@ BAD: dict[tuple[str, str], str] = {
     ("control", "settle"): "-5 s",
     ("control", "stale_after"): "soon",
     ("control", "dry_run"): "maybe",
+    ("control", "override_min_interval"): "2 h",
     ("relay:boiler", "pin"): "",
     ("relay:boiler", "active_high"): "perhaps",
     ("relay:boiler", "safe_state"): "half",
