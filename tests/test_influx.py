@@ -385,6 +385,69 @@ def test_spool_bound_drops_oldest_and_counts(tmp_path: Path, caplog: pytest.LogC
     sp.close()
 
 
+class _FullDisk:
+    """Writes bigger than `limit_bytes` fail with EFBIG (RLIMIT_FSIZE, SIGXFSZ ignored): a full disk."""
+
+    def __init__(self, limit_bytes: int) -> None:
+        import resource
+        import signal
+
+        self.resource, self.signal = resource, signal
+        self.soft, self.hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+        self.old = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit_bytes, self.hard))
+
+    def end(self) -> None:
+        self.resource.setrlimit(self.resource.RLIMIT_FSIZE, (self.soft, self.hard))
+        self.signal.signal(self.signal.SIGXFSZ, self.old)
+
+
+def _drain(sp: Spool) -> list[bytes]:
+    out = []
+    while (b := sp.peek()) is not None:
+        out.append(b.payload)
+        sp.ack()
+    return out
+
+
+def test_full_disk_holds_batches_in_memory_then_drops_oldest(tmp_path: Path,
+                                                             caplog: pytest.LogCaptureFixture) -> None:
+    """The CSV sink's policy: hold a bounded amount in memory, drop the oldest past it (counted), write
+    everything held once the disk accepts again, in order."""
+    caplog.set_level(logging.INFO)
+    sp = Spool(tmp_path, 10**6, compress=False)
+    sp.append(Batch(b"before", 1))
+    sp.hold_max_bytes = 5 * (HEADER_BYTES + 4)
+    disk = _FullDisk(0)
+    try:
+        for i in range(8):
+            assert sp.append(Batch(f"b{i:03d}".encode(), 10))
+        assert sp.stats.dropped == 30  # the three oldest held batches, not the newest
+        assert sp.pending_points == 1 + 50 and sp.held_points == 50
+        assert "holding batches in memory" in caplog.text
+    finally:
+        disk.end()
+    assert _drain(sp) == [b"before", b"b003", b"b004", b"b005", b"b006", b"b007"]
+    assert "the disk accepts again" in caplog.text
+    assert sp.stats.replayed == 51 and sp.empty
+    sp.close()
+
+
+def test_held_batches_replay_from_memory_while_the_disk_still_refuses(tmp_path: Path) -> None:
+    sp = Spool(tmp_path, 10**6, compress=False)
+    disk = _FullDisk(0)
+    try:
+        for i in range(3):
+            sp.append(Batch(f"m{i}".encode(), 2))
+        assert _drain(sp) == [b"m0", b"m1", b"m2"]  # the server came back before the disk did
+        assert sp.empty and sp.stats.dropped == 0
+        sp.append(Batch(b"lost", 4))
+        sp.close()  # the disk still refuses it: lost at stop, counted
+        assert sp.stats.dropped == 4
+    finally:
+        disk.end()
+
+
 def test_torn_last_record_is_skipped(tmp_path: Path) -> None:
     sp = Spool(tmp_path, 10**6)
     for i in range(3):

@@ -15,6 +15,12 @@ that a torn write (power cut mid-append) is detected:
     11      4     crc32     (big-endian u32) of bytes 2..10 and the payload
     15      n     payload   newline-separated line protocol (after zlib inflate)
 
+When the disk refuses an append (full, read-only, over a quota), the batch is held in memory,
+oldest first, up to `MEMORY_HOLD_BYTES` (past that the oldest held batch is dropped and counted),
+and written to disk as soon as it accepts again (or replayed straight from memory when the server
+is back first): the same policy as the CSV sink's rows. What is still held at close is lost,
+counted and logged.
+
 A record whose header is short, whose magic is wrong or whose length runs past the end of the
 file ends that segment (a torn tail: the rest of the segment is skipped); a record with a good
 frame but a wrong CRC is skipped on its own. Both are counted and logged.
@@ -35,9 +41,12 @@ import re
 import struct
 import time
 import zlib
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from app.logutil import RateLimited
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +57,8 @@ HEADER_BYTES = _HEADER.size
 _SEGMENT_RE = re.compile(r"^(\d{12})\.seg$")
 MAX_SEGMENT_BYTES = 8 * 1024 * 1024
 MAX_RECORD_BYTES = 256 * 1024 * 1024
+MEMORY_HOLD_BYTES = 16 * 1024 * 1024  # batches held in memory while the disk refuses them
+_HELD = -1  # the sequence number of a batch peeked from the memory hold
 
 
 class SpoolLockedError(OSError):
@@ -155,6 +166,10 @@ class Spool:
         self._out: _Appender | None = None
         self._cursor_offset = 0
         self._peeked: _Peeked | None = None
+        self._held: deque[tuple[bytes, Batch]] = deque()  # records the disk refused, oldest first
+        self._held_bytes = 0
+        self.hold_max_bytes = min(max_bytes, MEMORY_HOLD_BYTES)
+        self._limited = RateLimited(log, 60.0)
         self._load()
 
     def _take_lock(self) -> int:
@@ -171,8 +186,13 @@ class Spool:
 
     @property
     def pending_points(self) -> int:
-        """Points waiting for replay."""
-        return sum(s.points for s in self._segments)
+        """Points waiting for replay (on disk and held in memory)."""
+        return sum(s.points for s in self._segments) + sum(b.n_points for _, b in self._held)
+
+    @property
+    def held_points(self) -> int:
+        """Points held in memory because the disk refused them."""
+        return sum(b.n_points for _, b in self._held)
 
     @property
     def size_bytes(self) -> int:
@@ -187,7 +207,7 @@ class Spool:
     @property
     def empty(self) -> bool:
         """True when nothing waits for replay."""
-        return self.pending_points == 0 and not self._has_unscanned_bytes()
+        return self.pending_points == 0 and not self._has_unscanned_bytes() and not self._held
 
     def _has_unscanned_bytes(self) -> bool:
         # bytes of a torn tail are not points, but they still need peek() to skip them and clean up
@@ -231,11 +251,15 @@ class Spool:
 
     def _write_cursor(self, seq: int, offset: int) -> None:
         tmp = self._cursor_path.with_suffix(".tmp")
-        with open(tmp, "w", encoding="ascii") as fh:
-            fh.write(f"{seq} {offset}\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, self._cursor_path)
+        try:
+            with open(tmp, "w", encoding="ascii") as fh:
+                fh.write(f"{seq} {offset}\n")
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, self._cursor_path)
+        except OSError as exc:  # a full disk: replay goes on; a restart may send a few batches again
+            self._limited.warning("cursor", "spool %s: cannot save the replay position (%s); after a restart "
+                                  "some batches may be sent again (the same points, overwritten)", self.dir, exc)
 
     @staticmethod
     def _scan_points(path: Path, start: int, size: int) -> int:
@@ -265,12 +289,27 @@ class Spool:
     # ------------------------------------------------------------ append
 
     def append(self, batch: Batch) -> bool:
-        """Append one batch durably; False (and counted as dropped) if the disk refused it."""
+        """Append one batch durably, or hold it in memory while the disk refuses it; False (and
+        counted as dropped) only for a batch larger than the whole spool."""
         record = encode_record(batch, self.compress)
         if len(record) > self.max_bytes:
             log.error("spool %s: a batch of %d bytes exceeds spool_max; dropped", self.dir, len(record))
             self.stats.dropped += batch.n_points
             return False
+        self.stats.spooled += batch.n_points
+        if self._held and not self._flush_held():
+            self._hold(record, batch)
+            return True
+        try:
+            self._append_disk(record, batch)
+        except OSError as exc:
+            self._limited.error("append", "spool %s: cannot append (%s); holding batches in memory (up to %d "
+                                "bytes, then the oldest are dropped) until the disk accepts them",
+                                self.dir, exc, self.hold_max_bytes)
+            self._hold(record, batch)
+        return True
+
+    def _append_disk(self, record: bytes, batch: Batch) -> None:
         while self.size_bytes + len(record) > self.max_bytes and self._segments:
             self._drop_oldest()
         if self._active is not None and self._active.size >= self.segment_bytes:
@@ -279,14 +318,48 @@ class Spool:
             seg = self._open_active()
             assert self._out is not None
             self._out.append(record)
-        except OSError as exc:
-            log.error("spool %s: cannot append (%s); %d points dropped", self.dir, exc, batch.n_points)
-            self.stats.dropped += batch.n_points
+        except OSError:
+            active = self._active
             self._abort_active()
-            return False
+            if active is not None and active.size == 0 and self._segments and self._segments[-1] is active:
+                self._segments.pop()  # no empty segment file left per failed attempt
+                try:
+                    self._unlink(active.path)
+                except OSError:
+                    pass  # removed at the next start (an empty segment)
+            raise
         seg.size += len(record)
         seg.points += batch.n_points
-        self.stats.spooled += batch.n_points
+
+    def _hold(self, record: bytes, batch: Batch) -> None:
+        self._held.append((record, batch))
+        self._held_bytes += len(record)
+        while self._held_bytes > self.hold_max_bytes and len(self._held) > 1:
+            old_record, old = self._held.popleft()
+            self._held_bytes -= len(old_record)
+            self.stats.dropped += old.n_points
+            if self._peeked is not None and self._peeked.seq == _HELD:
+                self._peeked = None
+            self._limited.error("hold", "spool %s: %d bytes held in memory (disk refusing); dropped the oldest "
+                                "batch (%d points dropped so far)", self.dir, self.hold_max_bytes,
+                                self.stats.dropped)
+
+    def _flush_held(self) -> bool:
+        """Move held batches to disk, oldest first; True when none is left in memory."""
+        moved = 0
+        while self._held:
+            record, batch = self._held[0]
+            try:
+                self._append_disk(record, batch)
+            except OSError:
+                return False
+            self._held.popleft()
+            self._held_bytes -= len(record)
+            moved += batch.n_points
+            if self._peeked is not None and self._peeked.seq == _HELD:
+                self._peeked = None  # it is on disk now: read it from there
+        if moved:
+            log.info("spool %s: the disk accepts again; %d points held in memory written to it", self.dir, moved)
         return True
 
     def _open_active(self) -> _Segment:
@@ -335,6 +408,8 @@ class Spool:
         """The oldest batch not yet replayed (torn or corrupt records skipped), or None when empty."""
         if self._peeked is not None:
             return self._peeked.batch
+        if self._held:
+            self._flush_held()
         while self._segments:
             seg = self._segments[0]
             off = self._cursor_offset
@@ -350,6 +425,9 @@ class Spool:
             if peeked is not None:
                 self._peeked = peeked
                 return peeked.batch
+        if self._held:  # the disk still refuses them, the server is back: replay from memory
+            self._peeked = _Peeked(_HELD, 0, 0, self._held[0][1])
+            return self._peeked.batch
         return None
 
     def _read_record(self, seg: _Segment, off: int) -> _Peeked | None:
@@ -458,9 +536,13 @@ class Spool:
         if peeked is None:
             raise RuntimeError("ack/reject without a peeked batch")
         self._peeked = None
-        seg = self._segments[0]
         if replayed:
             self.stats.replayed += peeked.batch.n_points
+        if peeked.seq == _HELD:
+            record, _ = self._held.popleft()
+            self._held_bytes -= len(record)
+            return
+        seg = self._segments[0]
         seg.points -= min(peeked.batch.n_points, seg.points)
         self._advance(seg, peeked.next_offset)
         if self._cursor_offset >= seg.size and seg is not self._active:
@@ -494,7 +576,15 @@ class Spool:
             pass  # nothing to remove
 
     def close(self) -> None:
-        """Close the open segment and release the lock; idempotent."""
+        """Write what is held in memory if the disk takes it (else it is lost, counted), close the open
+        segment and release the lock; idempotent."""
+        if self._held and not self._flush_held():
+            lost = self.held_points
+            self.stats.dropped += lost
+            log.error("spool %s: %d points held in memory could not be written (the disk still refuses "
+                      "them); lost at stop", self.dir, lost)
+            self._held.clear()
+            self._held_bytes = 0
         self._close_active()
         if self._lock >= 0:
             os.close(self._lock)
