@@ -184,6 +184,8 @@ class PostProcessor:
                                    log_interval_s=cfg.general.log_interval, beat=beat) for s in built]
         self.meters: dict[str, tuple[Reading, float]] = {}  # meter id -> first reading, monotonic time
         self.announced: set[str] = set()
+        self.first_timed: Reading | None = None  # the first reading with a meter time: for the clock's pace
+        self.last_reading: Reading | None = None
         self.readings = 0
         self.last_seq = 0
         self.gaps = 0
@@ -254,8 +256,11 @@ class PostProcessor:
     def on_reading(self, reading: Reading) -> None:
         """Control first, then hand the reading to every sink."""
         self.readings += 1
+        self.last_reading = reading
         if reading.meter_id not in self.announced:
             self._first_telegram(reading)
+            if self.first_timed is None and reading.meter_time is not None:
+                self.first_timed = reading
         if self.last_seq and reading.seq > self.last_seq + 1:
             self.gaps += reading.seq - self.last_seq - 1
         self.last_seq = reading.seq
@@ -336,7 +341,11 @@ class PostProcessor:
             log.info("%d readings processed", self.readings)
             return
         lag = ""
-        if self.live and s.lag_mean_s is not None and s.lag_max_s is not None:
+        pace = self.clock_pace() if self.live else None  # a replay's lag is the capture's age: none shown
+        if pace is not None and abs(pace - 1.0) > 0.1:  # the demo's simulated meter, a sped-up source
+            lag = f"; meter clock runs at {pace:.{0 if pace >= 10 else 2}f}x real time (a simulated or sped-up " \
+                  "source): no lag to show"
+        elif self.live and s.lag_mean_s is not None and s.lag_max_s is not None:
             if abs(s.lag_mean_s) <= LAG_SANE_S:
                 lag = f"; lag {s.lag_mean_s:.2f} s mean, {s.lag_max_s:.2f} s max"
             else:  # a simulated meter, or a meter clock set wrong: no transport lag to speak of
@@ -351,6 +360,16 @@ class PostProcessor:
         log.info("%d readings processed; reader: %d ok, %d rejected (%d CRC), %d dropped, %d gaps%s%s; "
                  "queue depth %d, sink backlog %s", self.readings, s.frames_ok, s.frames_bad, s.crc_errors,
                  s.dropped, self.gaps, why, lag, self.queue_depth, backlog)
+
+    def clock_pace(self) -> float | None:
+        """Meter time elapsed per second of receive time since the first reading (None: not known yet)."""
+        a, b = self.first_timed, self.last_reading
+        if a is None or b is None or a.meter_time is None or b.meter_time is None:
+            return None
+        wall_s = (b.received - a.received).total_seconds()
+        if wall_s < 5.0:
+            return None
+        return (b.meter_time - a.meter_time).total_seconds() / wall_s
 
     def safe(self, reason: str) -> None:
         """Every relay to its safe state now (shutdown, reader died)."""
