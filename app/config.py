@@ -9,8 +9,11 @@ INFLUXDB_TOKEN, INFLUXDB_PASSWORD, MQTT_PASSWORD, SMARTMETER_KEY, SMARTMETER_AUT
 from __future__ import annotations
 
 import configparser
+import difflib
 import os
 import re
+import ssl
+import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, is_dataclass
 from datetime import time as dtime
@@ -26,6 +29,11 @@ from app.web.settings import WebConfig, parse_web
 
 T = TypeVar("T")
 SECRET_KEYS = frozenset({"token", "password", "key", "auth_key"})
+# Words a key name that holds a secret tends to contain; matched fuzzily (`pasword`, `tokn`).
+_SECRET_PARTS = ("pass", "pwd", "token", "secret", "key", "auth", "cred", "priv", "salt", "bearer")
+_SECRET_WORDS = ("password", "passwd", "passphrase", "pw", "token", "secret", "key", "apikey", "auth",
+                 "credential", "credentials", "private", "bearer")
+_PATH_SUFFIXES = ("_file", "_dir", "_path")
 LUX_AUTH_KEY = "00112233445566778899AABBCCDDEEFF"
 
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|sec|secs|min|mins|m|h|hr|hours?|d)?\s*$", re.I)
@@ -46,6 +54,8 @@ _MAX_SWITCHES_RE = re.compile(r"^\s*(\d+)\s*(?:per|/)\s*(.+)$", re.I)
 def parse_duration(text: str) -> float:
     """`30 s`, `5 min`, `1 h`, `500 ms` or a bare number of seconds -> seconds."""
     m = _DURATION_RE.match(text)
+    if m is None and _DURATION_RE.match(text.replace(",", ".", 1)):
+        raise ValueError(f"decimal comma: write {text.strip().replace(',', '.', 1)!r}")
     if m is None:
         raise ValueError("expected a duration such as '30 s', '5 min' or '1 h'")
     unit = (m.group(2) or "s").lower()
@@ -285,10 +295,13 @@ class Section:
         self.used: set[str] = set()
 
     def error(self, key: str, value: str, why: str) -> ConfigError:
-        shown = "***" if key in SECRET_KEYS else value
+        """`[section] key = 'value': why`, the value masked when the key holds a secret."""
+        shown = "***" if is_secret_key(key) else value
         return ConfigError(f"[{self.name}] {key} = {shown!r}: {why}", self.name, key)
 
-    def get(self, key: str, default: T, conv: Callable[[str], T], env: str | None = None) -> T:
+    def get(self, key: str, default: T, conv: Callable[[str], T], env: str | None = None,
+            multiline: bool = False) -> T:
+        """Read `key` through `conv` (ValueError -> ConfigError); `multiline` allows list values."""
         self.used.add(key)
         raw = os.environ.get(env) if env else None
         if raw is None:
@@ -296,6 +309,13 @@ class Section:
         if raw is None:
             return default
         raw = raw.strip()
+        if "\x00" in raw:
+            raise self.error(key, raw, "contains a NUL byte")
+        if "\n" in raw and not multiline:
+            raise ConfigError(
+                f"[{self.name}] {key}: the value runs over {raw.count(chr(10)) + 1} lines (an indented line "
+                "continues the value above it; the lines are not shown, they may hold a secret): remove the "
+                "indentation", self.name, key)
         try:
             return conv(raw)
         except ValueError as exc:
@@ -346,11 +366,51 @@ class Section:
         return self.get(key, default, conv)
 
     def check_unknown(self) -> None:
+        """Any key no parser read: `[section] key: unknown key`, a near miss named (never its value)."""
         for key in self.items:
             if key not in self.used:
-                raise ConfigError(
-                    f"[{self.name}] {key} = {self.items[key]!r}: unknown key", self.name, key
-                )
+                raise ConfigError(f"[{self.name}] {key}: unknown key{_unknown_hint(self.name, key, self.used)}",
+                                  self.name, key)
+
+
+def looks_secret(key: str) -> bool:
+    """Whether a key name looks like it holds a secret (password, pasword, api_token, auth, ...)."""
+    low = key.lower()
+    if any(part in low for part in _SECRET_PARTS):
+        return True
+    words = [w for w in re.split(r"[^a-z0-9]+", low) if w] + [re.sub(r"[^a-z0-9]+", "", low)]
+    return any(difflib.SequenceMatcher(None, w, s).ratio() >= 0.8 or sorted(w) == sorted(s)
+               for w in words for s in _SECRET_WORDS)
+
+
+def is_secret_key(key: str) -> bool:
+    """A key whose value is never shown: a known secret or a secret-looking name (not a `*_file` path)."""
+    return key in SECRET_KEYS or (looks_secret(key) and not key.lower().endswith(_PATH_SUFFIXES))
+
+
+def _section_keys() -> dict[str, set[str]]:
+    """The keys each plain section reads (found by parsing an empty section)."""
+    keys: dict[str, set[str]] = {}
+    for name, builder in _SECTIONS.items():
+        sec = Section(name, {})
+        try:
+            builder(sec)
+        except ConfigError:
+            pass  # a section that needs keys: what it read so far is still a hint
+        keys[name] = sec.used
+    return keys
+
+
+def _unknown_hint(section: str, key: str, known: set[str]) -> str:
+    close = difflib.get_close_matches(key.lower(), sorted(known), n=1, cutoff=0.7)
+    if close:
+        return f" (did you mean {close[0]}?)"
+    home = [f"[{name}]" for name, keys in _section_keys().items() if key.lower() in keys and name != section]
+    if home:
+        return f" (it belongs in {' or '.join(home)})"
+    if known:
+        return f" (known keys: {', '.join(sorted(known))})"
+    return ""
 
 
 def _check_range(v: float, lo: float | None, hi: float | None) -> None:
@@ -412,11 +472,20 @@ def _single_char(s: str) -> str:
 def _url(s: str) -> str:
     if not re.match(r"^https?://[^/\s]+", s):
         raise ValueError("expected an http:// or https:// URL")
+    parts = urllib.parse.urlsplit(s)
+    try:
+        port = parts.port
+    except ValueError:
+        raise ValueError("the port must be a number from 1 to 65535, e.g. http://localhost:8086") from None
+    if not parts.hostname:
+        raise ValueError("the URL has no host name, e.g. http://localhost:8086")
+    if port == 0:
+        raise ValueError("the port must be a number from 1 to 65535, e.g. http://localhost:8086")
     return s.rstrip("/")
 
 
 def _topics(s: str) -> tuple[str, ...]:
-    topics = tuple(t.strip() for t in s.split(",") if t.strip())
+    topics = tuple(t.strip() for t in re.split(r"[,\n]", s) if t.strip())
     for topic in topics:
         levels = topic.split("/")
         for i, level in enumerate(levels):
@@ -442,7 +511,7 @@ def _profile(s: str) -> str:
 
 def _key_map(s: str) -> tuple[tuple[str, str], ...]:
     pairs = []
-    for part in s.split(","):
+    for part in re.split(r"[,\n]", s):
         if not part.strip():
             continue
         if "=" not in part:
@@ -505,18 +574,12 @@ def _relay(sec: Section, name: str) -> RelayConfig:
         raise ConfigError(
             f"[{sec.name}]: relay name {name!r} may only hold letters, digits, _ and -", sec.name
         )
-    pin = sec.text("pin", "")
-    if not pin:
-        raise ConfigError(f"[{sec.name}] pin: missing (e.g. pin = GPIO17)", sec.name, "pin")
+    from app.control.relays import parse_pin  # pure: no gpiozero, no hardware
+
+    pin = sec.get("pin", "", _pin(parse_pin))
     on_when = sec.get("on_when", None, _condition)
     off_when = sec.get("off_when", None, _condition)
-    if on_when is None:
-        raise ConfigError(
-            f"[{sec.name}] on_when: missing (e.g. on_when = export > 1500 W for 60 s)",
-            sec.name,
-            "on_when",
-        )
-    return RelayConfig(
+    relay = RelayConfig(
         name=name,
         pin=pin,
         active_high=sec.flag("active_high", True),
@@ -529,6 +592,25 @@ def _relay(sec: Section, name: str) -> RelayConfig:
         max_switches=sec.get("max_switches", None, parse_max_switches),
         hours=sec.get("hours", None, parse_hours),
     )
+    sec.check_unknown()  # a misspelt key first: `on_wen: unknown key` explains `on_when: missing`
+    if not pin:
+        raise ConfigError(f"[{sec.name}] pin: missing (e.g. pin = GPIO17)", sec.name, "pin")
+    if on_when is None:
+        raise ConfigError(
+            f"[{sec.name}] on_when: missing (e.g. on_when = export > 1500 W for 60 s)",
+            sec.name,
+            "on_when",
+        )
+    return relay
+
+
+def _pin(parse: Callable[[str], int]) -> Callable[[str], str]:
+    def conv(s: str) -> str:
+        if s:
+            parse(s)
+        return s
+
+    return conv
 
 
 def _on_off(s: str) -> bool:
@@ -621,7 +703,38 @@ def _mqtt(sec: Section) -> MqttConfig:
             path = getattr(cfg, key)
             if path and not os.path.isfile(path):
                 raise sec.error(key, path, "file not found")
+        _check_tls(sec, cfg)
     return cfg
+
+
+def _check_tls(sec: Section, cfg: MqttConfig) -> None:
+    """Load the TLS files with ssl now, so a file that is not a certificate or key is a config error."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    if cfg.ca_file:
+        try:
+            ctx.load_verify_locations(cafile=cfg.ca_file)
+        except (ssl.SSLError, OSError) as exc:
+            raise sec.error("ca_file", cfg.ca_file, f"not a PEM CA certificate ({_ssl_reason(exc)})") from None
+    if cfg.key_file and not cfg.cert_file:
+        raise sec.error("key_file", cfg.key_file, "needs cert_file (the client certificate) too")
+    if cfg.cert_file:
+        try:
+            ctx.load_cert_chain(cfg.cert_file, cfg.key_file or None, password=_no_passphrase)
+        except (ssl.SSLError, OSError) as exc:
+            raise sec.error("cert_file", cfg.cert_file, "not a PEM client certificate with its unencrypted key "
+                            f"(cert_file/key_file; {_ssl_reason(exc)})") from None
+
+
+def _no_passphrase() -> str:
+    return ""  # never let OpenSSL prompt on a terminal: an encrypted key is an error
+
+
+def _ssl_reason(exc: BaseException) -> str:
+    if isinstance(exc, ssl.SSLError):
+        return str(exc.reason or exc.strerror or "unreadable").lower().replace("_", " ")
+    if isinstance(exc, OSError):
+        return exc.strerror or "unreadable"
+    return "unreadable"
 
 
 def _topic_prefix(s: str) -> str:
@@ -634,10 +747,10 @@ def _translate(sec: Section) -> TranslateConfig:
     return TranslateConfig(
         enabled=sec.flag("enabled", False),
         datacollector_topics=sec.get(
-            "datacollector_topics", TranslateConfig.datacollector_topics, _topics
+            "datacollector_topics", TranslateConfig.datacollector_topics, _topics, multiline=True
         ),
-        tasmota_topics=sec.get("tasmota_topics", TranslateConfig.tasmota_topics, _topics),
-        tasmota_map=sec.get("tasmota_map", TranslateConfig.tasmota_map, _key_map),
+        tasmota_topics=sec.get("tasmota_topics", TranslateConfig.tasmota_topics, _topics, multiline=True),
+        tasmota_map=sec.get("tasmota_map", TranslateConfig.tasmota_map, _key_map, multiline=True),
     )
 
 
@@ -668,8 +781,10 @@ def load(path: str | os.PathLike[str], overrides: Mapping[str, Mapping[str, str]
     try:
         with p.open(encoding="utf-8") as fh:
             parser.read_file(fh)
-    except (configparser.Error, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{p}: not a valid INI file: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{p}: not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
+    except configparser.Error as exc:
+        raise ConfigError(f"{p}: {_ini_error(exc)}") from None
     return from_parser(parser, str(p), overrides)
 
 
@@ -679,8 +794,35 @@ def loads(text: str, overrides: Mapping[str, Mapping[str, str]] | None = None) -
     try:
         parser.read_string(text)
     except configparser.Error as exc:
-        raise ConfigError(f"not a valid INI file: {exc}") from None
+        raise ConfigError(f"<string>: {_ini_error(exc)}") from None
     return from_parser(parser, "<string>", overrides)
+
+
+_NOT_SHOWN = "(the line is not shown: it may hold a secret)"
+
+
+def _ini_error(exc: configparser.Error) -> str:
+    """configparser's error in words that never quote a line of the file (it may be a password)."""
+    if isinstance(exc, configparser.MissingSectionHeaderError):
+        name = _key_name(exc.line)
+        what = f"`{name} = …`" if name else f"a line {_NOT_SHOWN}"
+        return (f"line {exc.lineno}: {what} comes before the first [section] header; "
+                "move it under its section (e.g. [meter], [mqtt])")
+    if isinstance(exc, configparser.DuplicateOptionError):
+        return f"line {exc.lineno}: [{exc.section}] {exc.option}: set twice in that section; keep one"
+    if isinstance(exc, configparser.DuplicateSectionError):
+        return f"line {exc.lineno}: [{exc.section}] appears twice; merge the two sections"
+    if isinstance(exc, configparser.ParsingError):
+        lines = ", ".join(str(lineno) for lineno, _line in exc.errors)
+        return (f"line {lines}: neither `key = value` nor a [section] header {_NOT_SHOWN}; "
+                "put `key = ` before a value, or `;` before a comment")
+    return f"not a valid INI file ({type(exc).__name__})"
+
+
+def _key_name(line: str) -> str:
+    """The key of a `key = value` line when it is a plain name, else ''."""
+    m = re.match(r"^\s*([A-Za-z0-9_.-]+)\s*[=:]", line)
+    return m.group(1) if m else ""
 
 
 def from_parser(
@@ -719,10 +861,9 @@ def from_parser(
     if built["mqtt_translate"].enabled and not built["mqtt"].enabled:
         raise ConfigError("[mqtt_translate] enabled = 'yes': needs [mqtt] enabled = yes (it uses that broker)",
                           "mqtt_translate", "enabled")
-    pins = [r.pin for r in relays]
-    for r in relays:
-        if pins.count(r.pin) > 1:
-            raise ConfigError(f"[relay:{r.name}] pin = {r.pin!r}: used by another relay", f"relay:{r.name}", "pin")
+    from app.control.relays import check_pins  # pure: BOARD11, gpio17 and 17 are one line
+
+    check_pins(tuple(relays))
     return Config(path=path, relays=tuple(relays), **built)
 
 
@@ -746,7 +887,7 @@ def _plain(obj: Any) -> dict[str, Any]:
     res: dict[str, Any] = {}
     for f in fields(obj):
         v = getattr(obj, f.name)
-        if f.name in SECRET_KEYS:
+        if is_secret_key(f.name):
             res[f.name] = "***" if v else ""
         elif isinstance(v, Condition):
             res[f.name] = v.text

@@ -41,6 +41,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("-c", "--config", help="INI file (see config.sample.ini)")
     p.add_argument("--check-config", action="store_true",
                    help="validate, print the effective config (secrets masked), exit")
+    p.add_argument("--online", action="store_true",
+                   help="with --check-config: also ping InfluxDB and connect to the MQTT broker")
     p.add_argument("--decode", metavar="FILE",
                    help="print one JSON object per telegram/frame in a captured byte stream")
     p.add_argument("--key", help="DLMS/Smarty decryption key, 32 hex digits (with --decode)")
@@ -92,6 +94,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, dict[str, str]]:
 def main(argv: list[str] | None = None) -> int:
     """Run the appliance, or one of the tools; return the exit code."""
     args = parse_args(argv)
+    warnings: list[str] = []
     try:
         if args.decode:
             cfg = _decode_config(args)
@@ -99,7 +102,10 @@ def main(argv: list[str] | None = None) -> int:
             print("smartmeter: -c/--config FILE is required (see config.sample.ini)", file=sys.stderr)
             return 2
         else:
+            from app import checks
+
             cfg = config_mod.load(args.config, _overrides(args))
+            warnings = checks.check_environment(cfg)  # what would stop the start is a ConfigError here
     except ConfigError as exc:
         print(f"smartmeter: config error: {exc}", file=sys.stderr)
         return 2
@@ -110,7 +116,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.check_config:
         import json
 
-        print(f"# {cfg.path}: OK")
+        warnings += checks.check_online(cfg) if args.online else []
+        for warning in warnings:
+            print(f"smartmeter: warning: {warning}", file=sys.stderr)
+        print(f"# {cfg.path}: OK" + (f" ({len(warnings)} warnings on stderr)" if warnings else ""))
         print(json.dumps(config_mod.redacted(cfg), indent=2, default=str))
         return 0
     if args.replay_relays and cfg.meter.replay_path is None:
@@ -126,6 +135,8 @@ def main(argv: list[str] | None = None) -> int:
         return report.run_report(cfg, args.report, args.date_from, args.date_to, args.json, args.csv,
                                  args.tariff, args.compare)
     logutil.setup(cfg.general.log_level)
+    for warning in warnings:
+        log.warning("%s", warning)
     return run(cfg, replay_relays=args.replay_relays)
 
 

@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+import sys
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from gpiozero import GPIOZeroError
+from gpiozero import Device, GPIOZeroError, OutputDevice
 from gpiozero.pins.mock import MockFactory
+from hypothesis import given
+from hypothesis import strategies as st
 
 from app.config import ControlConfig, RelayConfig, loads
+from app.control import relays
 from app.control.conditions import parse_condition
 from app.control.controller import Controller, SwitchEvent
 from app.control.relays import RelayBank
+from app.errors import ConfigError
 from app.records import Reading
 
 BASE = datetime(2024, 6, 3, 10, 0, tzinfo=UTC)
@@ -106,10 +111,101 @@ def test_dry_run_leaves_pins_alone(factory: MockFactory) -> None:
 
 
 def test_a_failing_pin_releases_the_others(factory: MockFactory) -> None:
-    bad = (cfg("boiler", "GPIO17"), cfg("bogus", "GPIO999"))
-    with pytest.raises(GPIOZeroError, match="GPIO999"):
+    busy = OutputDevice("GPIO27", pin_factory=factory)  # another program holds the line
+    bad = (cfg("boiler", "GPIO17"), cfg("pump", "GPIO27"))
+    with pytest.raises(GPIOZeroError, match="GPIO27"):
         RelayBank(bad, pin_factory=factory)
+    busy.close()
     RelayBank((cfg("boiler", "GPIO17"),), pin_factory=factory).close()
+
+
+@pytest.mark.parametrize("pin", ["GPIO99", "pin11", "NOTAPIN", "BOARD1", "GPIO999"])
+def test_a_bad_pin_is_a_config_error_before_any_pin_is_claimed(factory: MockFactory, pin: str) -> None:
+    with pytest.raises(ConfigError, match=rf"\[relay:bogus\] pin = '{pin}': .*valid: GPIO17, BCM17"):
+        RelayBank((cfg("boiler", "GPIO17"), cfg("bogus", pin)), pin_factory=factory)
+    assert factory.pin("GPIO17").function == "input"  # nothing was claimed
+
+
+def test_aliases_of_one_line_are_a_config_error(factory: MockFactory) -> None:
+    with pytest.raises(ConfigError, match=r"\[relay:pump\] pin = 'BOARD11': the same line \(GPIO17\) as "
+                                          r"\[relay:boiler\] pin = 'GPIO17'"):
+        RelayBank((cfg("boiler", "GPIO17"), cfg("pump", "BOARD11")), pin_factory=factory)
+
+
+def test_any_alias_drives_its_line(factory: MockFactory) -> None:
+    bank = RelayBank((cfg("boiler", "board11"), cfg("pump", "j8:13"), cfg("fan", "bcm22")), pin_factory=factory)
+    bank.set("boiler", True)
+    bank.set("pump", True)
+    assert factory.pin("GPIO17").state and factory.pin("GPIO27").state and not factory.pin("GPIO22").state
+    bank.close()
+
+
+def test_a_missing_gpio_library_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(Device, "pin_factory", None)
+    monkeypatch.setenv("GPIOZERO_PIN_FACTORY", "lgpio")
+    monkeypatch.setitem(sys.modules, "lgpio", None)  # import lgpio -> ImportError, as without python3-lgpio
+    with pytest.raises(ConfigError, match=r"\[relay:boiler\] pin = 'GPIO17': .*python3-lgpio.*pip install lgpio"):
+        RelayBank((cfg("boiler", "GPIO17"),))
+    assert relays.gpio_library_problem() is not None
+
+
+def test_gpio_library_problem_without_touching_a_pin() -> None:
+    def importer(present: set[str]) -> Callable[[str], object]:
+        def imp(name: str) -> object:
+            if name not in present:
+                raise ImportError(name)
+            return object()
+
+        return imp
+
+    none = importer({"gpiozero"})
+    assert "python3-lgpio" in str(relays.gpio_library_problem({}, none, gpiomem="/nonexistent"))
+    assert relays.gpio_library_problem({}, importer({"gpiozero", "lgpio"}), "/nonexistent") is None
+    assert relays.gpio_library_problem({}, importer({"gpiozero", "RPi.GPIO"}), "/nonexistent") is None
+    assert relays.gpio_library_problem({}, none, gpiomem="/dev/null") is None  # gpiozero's native fallback
+    assert relays.gpio_library_problem({"GPIOZERO_PIN_FACTORY": "mock"}, none, "/nonexistent") is None
+    assert "lgpio" in str(relays.gpio_library_problem({"GPIOZERO_PIN_FACTORY": "lgpio"},
+                                                      importer({"gpiozero", "RPi.GPIO"}), "/dev/null"))
+    assert "not a pin factory" in str(relays.gpio_library_problem({"GPIOZERO_PIN_FACTORY": "bogus"}, none))
+    assert "gpiozero is not installed" in str(relays.gpio_library_problem({}, importer(set())))
+
+
+# Every spelling gpiozero itself accepts on the 40-pin header; the lower-case ones are ours.
+def _gpiozero_names() -> dict[str, str]:
+    board = MockFactory().board_info
+    out: dict[str, str] = {}
+    for header in board.headers.values():
+        for pin in header.pins.values():
+            if "gpio" in pin.interfaces:
+                for name in pin.names:
+                    out[str(name)] = board.to_gpio(name)
+    return out
+
+
+GPIOZERO_NAMES = _gpiozero_names()
+
+
+def test_parse_pin_agrees_with_gpiozero_on_every_name() -> None:
+    assert {"GPIO17", "BCM17", "17", "BOARD11", "J8:11", "WPI0"} <= set(GPIOZERO_NAMES)
+    for name, gpio in GPIOZERO_NAMES.items():
+        assert relays.pin_name(name) == gpio, name
+        assert relays.pin_name(name.lower()) == gpio, name
+        assert relays.pin_name(f" {name.upper()} ") == gpio, name
+
+
+@given(st.text(alphabet="GPIOBCMARDJWgpiobcmard:8 0123456789", max_size=8))
+def test_parse_pin_never_accepts_what_gpiozero_rejects(text: str) -> None:
+    board = MockFactory().board_info
+    try:
+        line = relays.parse_pin(text)
+    except ValueError as exc:
+        assert "valid: GPIO17" in str(exc)
+        with pytest.raises((GPIOZeroError, ValueError)):
+            spelled = text.strip().upper().replace(" ", "")
+            board.to_gpio(spelled)
+        return
+    spelled = text.strip().upper().replace(" ", "")
+    assert board.to_gpio(spelled) == f"GPIO{line}"
 
 
 def test_unknown_relay(factory: MockFactory) -> None:

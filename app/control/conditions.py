@@ -127,6 +127,8 @@ def _fmt(x: float) -> str:
 def parse_duration_s(text: str) -> float:
     """`30 s`, `5 min`, `1 h` or a bare number of seconds -> seconds; ValueError otherwise."""
     m = _DURATION_RE.match(text)
+    if m is None and _DURATION_RE.match(text.replace(",", ".", 1)):
+        raise ValueError(f"decimal comma in duration {text.strip()!r}: write {text.strip().replace(',', '.', 1)!r}")
     if m is None:
         raise ValueError(f"bad duration {text.strip()!r} (expected e.g. '30 s', '5 min' or '1 h')")
     return float(m.group(1)) * _DURATION_FACTORS[(m.group(2) or "s").lower()]
@@ -182,6 +184,11 @@ def parse_condition(text: str) -> Condition:
         raise ValueError(f"expected a number after {op!r}")
     number = float(m.group(1))
     rest = rest[m.end() :]
+    comma = re.match(r"^,\s*(\d+)", rest)
+    if comma is not None:
+        written = f"{m.group(1).strip()}.{comma.group(1)}"
+        raise ValueError(f"decimal comma in {m.group(1).strip()},{comma.group(1)}: write {written} "
+                         "(a dot; thresholds use the decimal point whatever [csv] decimal says)")
 
     unit = base
     m = _UNIT_RE.match(rest)
