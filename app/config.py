@@ -296,8 +296,7 @@ class Section:
 
     def error(self, key: str, value: str, why: str) -> ConfigError:
         """`[section] key = 'value': why`, the value masked when the key holds a secret."""
-        shown = "***" if is_secret_key(key) else value
-        return ConfigError(f"[{self.name}] {key} = {shown!r}: {why}", self.name, key)
+        return ConfigError(f"[{self.name}] {key} = {_shown(key, value)}: {why}", self.name, key)
 
     def get(self, key: str, default: T, conv: Callable[[str], T], env: str | None = None,
             multiline: bool = False) -> T:
@@ -311,6 +310,9 @@ class Section:
         raw = raw.strip()
         if "\x00" in raw:
             raise self.error(key, raw, "contains a NUL byte")
+        if multiline and any(looks_secret(_key_name(line)) for line in raw.splitlines()[1:]):
+            raise ConfigError(f"[{self.name}] {key}: an indented line below it sets a secret-looking key (not "
+                              "shown); remove its indentation", self.name, key)
         if "\n" in raw and not multiline:
             raise ConfigError(
                 f"[{self.name}] {key}: the value runs over {raw.count(chr(10)) + 1} lines (an indented line "
@@ -366,11 +368,20 @@ class Section:
         return self.get(key, default, conv)
 
     def check_unknown(self) -> None:
-        """Any key no parser read: `[section] key: unknown key`, a near miss named (never its value)."""
+        """Any key no parser read: `[section] key = 'value': unknown key`, a near miss named (a secret masked)."""
         for key in self.items:
             if key not in self.used:
-                raise ConfigError(f"[{self.name}] {key}: unknown key{_unknown_hint(self.name, key, self.used)}",
-                                  self.name, key)
+                raise ConfigError(f"[{self.name}] {key} = {_shown(key, self.items[key])}: unknown key"
+                                  f"{_unknown_hint(self.name, key, self.used)}", self.name, key)
+
+
+def _shown(key: str, value: str) -> str:
+    """A value as an error message may quote it: never a secret, never the lines an indent joined."""
+    if is_secret_key(key):
+        return repr("***")
+    if "\n" in value.strip():
+        return f"<{value.strip().count(chr(10)) + 1} lines, not shown>"
+    return repr(value)
 
 
 def looks_secret(key: str) -> bool:

@@ -143,7 +143,7 @@ def test_every_bad_key_exits_2_naming_it(section: str, key: str, tmp_path: Path,
 
 
 def test_unknown_key_and_section_and_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(ConfigError, match=r"\[csv\] colour: unknown key \(known keys: decimal"):
+    with pytest.raises(ConfigError, match=r"\[csv\] colour = 'blue': unknown key \(known keys: decimal"):
         config.loads("[csv]\ncolour = blue\n")
     with pytest.raises(ConfigError, match=r"\[serial\]: unknown section"):
         config.loads("[serial]\nport = x\n")

@@ -171,16 +171,16 @@ def test_a_real_ca_file_and_client_certificate_pass(tmp_path: Path) -> None:
 def test_an_unknown_key_is_named_before_the_missing_one_with_a_hint(tmp_path: Path) -> None:
     out = check(tmp_path, "[relay:boiler]\npin = GPIO17\non_wen = export > 1500 W for 60 s\n")
     assert out.returncode == 2, out
-    assert "[relay:boiler] on_wen: unknown key (did you mean on_when?)" in out.stderr
+    assert "[relay:boiler] on_wen = 'export > 1500 W for 60 s': unknown key (did you mean on_when?)" in out.stderr
     assert "on_when: missing" not in out.stderr
 
 
 def test_unknown_key_hints() -> None:
-    with pytest.raises(ConfigError, match=r"\[mqtt\] prot: unknown key \(did you mean port\?\)"):
+    with pytest.raises(ConfigError, match=r"\[mqtt\] prot = '1883': unknown key \(did you mean port\?\)"):
         config.loads("[mqtt]\nprot = 1883\n")
-    with pytest.raises(ConfigError, match=r"\[csv\] spool_dir: unknown key \(it belongs in \[influxdb\]\)"):
+    with pytest.raises(ConfigError, match=r"\[csv\] spool_dir = '/tmp': unknown key \(it belongs in \[influxdb\]\)"):
         config.loads("[csv]\nspool_dir = /tmp\n")
-    with pytest.raises(ConfigError, match=r"\[general\] zzz: unknown key \(known keys: log_interval, log_level"):
+    with pytest.raises(ConfigError, match=r"\[general\] zzz = '1': unknown key \(known keys: log_interval, log_level"):
         config.loads("[general]\nzzz = 1\n")
 
 
@@ -203,3 +203,5 @@ def test_list_values_may_still_run_over_lines() -> None:
     cfg = config.loads("[mqtt]\nenabled = yes\n[mqtt_translate]\nenabled = yes\n"
                        "tasmota_topics = tele/a/SENSOR,\n  tele/b/SENSOR\n")
     assert cfg.mqtt_translate.tasmota_topics == ("tele/a/SENSOR", "tele/b/SENSOR")
+    with pytest.raises(ConfigError, match=r"\[csv\] colour = <2 lines, not shown>: unknown key"):
+        config.loads("[csv]\ncolour = blue\n  green\n")

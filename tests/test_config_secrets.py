@@ -23,10 +23,10 @@ SECRET = "Hunter2-s3cr3t-Value"
 
 @pytest.mark.parametrize(("ini", "says"), [
     # a typo of a secret key
-    (f"[mqtt]\nenabled = yes\npasword = {SECRET}\n", "[mqtt] pasword: unknown key (did you mean password?)"),
+    (f"[mqtt]\nenabled = yes\npasword = {SECRET}\n", "[mqtt] pasword = '***': unknown key (did you mean password?)"),
     # a secret key in the wrong section
-    (f"[mqtt]\ntoken = {SECRET}\n", "[mqtt] token: unknown key (it belongs in [influxdb]"),
-    (f"[csv]\npassword = {SECRET}\n", "[csv] password: unknown key (it belongs in [influxdb] or [mqtt]"),
+    (f"[mqtt]\ntoken = {SECRET}\n", "[mqtt] token = '***': unknown key (it belongs in [influxdb]"),
+    (f"[csv]\npassword = {SECRET}\n", "[csv] password = '***': unknown key (it belongs in [influxdb] or [mqtt]"),
     # a first line before any section: configparser's MissingSectionHeaderError quotes the line
     (f"token = {SECRET}\n[mqtt]\n", "line 1: `token = …` comes before the first [section] header"),
     (f"{SECRET}\n[mqtt]\n", "line 1: a line (the line is not shown: it may hold a secret) comes before"),
@@ -36,6 +36,10 @@ SECRET = "Hunter2-s3cr3t-Value"
     (f"[mqtt]\nusername = bob\n  password = {SECRET}\n", "[mqtt] username: the value runs over 2 lines"),
     (f"[mqtt]\nhost = broker.lan\n    {SECRET}\n", "[mqtt] host: the value runs over 2 lines"),
     (f"[influxdb]\norg = home\n\ttoken = {SECRET}\n", "[influxdb] org: the value runs over 2 lines"),
+    # an indented secret joined to a list value, and an unknown key with a joined line
+    (f"[mqtt]\nenabled = yes\n[mqtt_translate]\ntasmota_map = Pi=power/power_in\n  password = {SECRET}\n",
+     "[mqtt_translate] tasmota_map: an indented line below it sets a secret-looking key"),
+    (f"[csv]\ncolour = blue\n  {SECRET}\n", "[csv] colour = <2 lines, not shown>: unknown key"),
     # a bad value of a known secret key
     (f"[meter]\nkey = {SECRET}\n", "[meter] key = '***': expected 32 hex digits"),
     (f"[meter]\nauth_key = {SECRET}\n", "[meter] auth_key = '***'"),
