@@ -390,8 +390,21 @@ def looks_secret(key: str) -> bool:
     if any(part in low for part in _SECRET_PARTS):
         return True
     words = [w for w in re.split(r"[^a-z0-9]+", low) if w] + [re.sub(r"[^a-z0-9]+", "", low)]
-    return any(difflib.SequenceMatcher(None, w, s).ratio() >= 0.8 or sorted(w) == sorted(s)
-               for w in words for s in _SECRET_WORDS)
+    words += [w.rstrip("0123456789").removesuffix("s") for w in words]  # tokens2, keys
+    return any(_near(w, s) for w in words if w for s in _SECRET_WORDS)
+
+
+def _near(word: str, secret: str) -> bool:
+    """`word` is `secret` with a typo (close or an anagram), or holds such a piece (long secrets only)."""
+    def close(a: str) -> bool:
+        return difflib.SequenceMatcher(None, a, secret).ratio() >= 0.8 or sorted(a) == sorted(secret)
+
+    if close(word):
+        return True
+    if len(secret) < 5:
+        return False
+    n = len(secret)
+    return any(close(word[i:i + size]) for size in (n - 1, n, n + 1) for i in range(len(word) - size + 1))
 
 
 def is_secret_key(key: str) -> bool:

@@ -82,6 +82,8 @@ def test_no_ordinary_key_looks_secret() -> None:
 
 SECTIONS = ["general", "meter", "control", "csv", "influxdb", "mqtt", "mqtt_translate", "relay:boiler", "history"]
 BASES = ["password", "passwd", "passphrase", "token", "secret", "key", "auth", "apikey", "credentials", "private"]
+PREFIXES = ["", "mqtt_", "influx_", "my_", "api_", "old-"]
+SUFFIXES = ["", "_2", "_old", "s", "_value"]
 
 
 @st.composite
@@ -96,13 +98,26 @@ def secret_names(draw: st.DrawFn) -> str:
         word = word[:i] + word[i] + word[i:]
     elif typo == "swap":
         word = word[:i] + word[i + 1] + word[i] + word[i + 2:]
-    prefix = draw(st.sampled_from(["", "mqtt_", "influx_", "my_", "api_", "old-"]))
-    suffix = draw(st.sampled_from(["", "_2", "_old", "s", "_value"]))
+    prefix = draw(st.sampled_from(PREFIXES))
+    suffix = draw(st.sampled_from(SUFFIXES))
     return prefix + word + suffix
 
 
 VALUES = st.text(st.characters(blacklist_categories=("Cs", "Cc", "Zl", "Zp"), blacklist_characters=";#=:[\\"),
                  min_size=4, max_size=40).map(lambda s: "Zq" + s.strip() + "Zq")
+
+
+def _typos(word: str) -> set[str]:
+    out = {word}
+    for i in range(len(word) - 1):
+        out |= {word[:i] + word[i + 1:], word[:i] + word[i] + word[i:], word[:i] + word[i + 1] + word[i] + word[i + 2:]}
+    return out
+
+
+def test_every_name_the_property_draws_looks_secret() -> None:
+    names = {p + w + s for base in BASES for w in _typos(base) for p in PREFIXES for s in SUFFIXES}
+    assert len(names) > 5000
+    assert [n for n in sorted(names) if not config.is_secret_key(n)] == []
 
 
 @settings(max_examples=150)
