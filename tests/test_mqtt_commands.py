@@ -282,3 +282,50 @@ def test_override_wait_names_the_rule() -> None:
     assert override_wait("OFF", "ON", True, 100.0, 1.0, 60.0, 0.0, 5.0) == (4.0, "override_min_interval 5 s")
     assert override_wait("ON", "ON", True, 0.0, 0.0, 60.0, 60.0, 5.0) is None
     assert override_wait("AUTO", "ON", True, 0.0, 100.0, 60.0, 60.0, 5.0) == (0.0, "override_min_interval 5 s")
+
+
+def test_the_translators_health_is_in_info(mosquitto: Broker, collector: Collector) -> None:
+    from app.records import ReaderStatus
+    from app.sinks.mqtt import MqttSink
+
+    now = [100.0]
+    sink = MqttSink(mqtt_cfg(mosquitto), TranslateConfig(enabled=True), [], None, "t", clock=lambda: now[0])
+    try:
+        sink.write(parse(FLUVIUS), {})
+        wait_until(lambda: sink.connected and sink.translator.connected)
+        time.sleep(0.2)  # the translator's subscription settles
+        collector.publish("tele/bad/SENSOR", DEEP_JSON)
+        collector.publish("tele/good/SENSOR", '{"Pi": 7}')
+        collector.wait_for("smartmeter/good/power/power_in")
+        sink.status(ReaderStatus(frames_ok=1))
+        now[0] += 10.0
+        sink.tick(now[0])
+        info = collector.wait_for(f"smartmeter/{METER}/info", lambda m: "translator" in m.json()
+                                  and m.json()["translator"]["bad"] == 1).json()
+        assert info["translator"]["published"] == 1 and "RecursionError" in info["translator"]["last_error"]
+        assert info["mqtt_callback_errors"] == 0 and info["data_stale"] is False
+    finally:
+        sink.close()
+
+
+def test_a_failing_command_callback_does_not_stop_the_sink(mosquitto: Broker, collector: Collector) -> None:
+    from app.sinks.mqtt import MqttSink
+
+    calls: list[str] = []
+
+    def on_command(name: str, mode: str) -> None:
+        calls.append(mode)
+        if mode == "ON":
+            raise RuntimeError("controller bug")
+
+    sink = MqttSink(mqtt_cfg(mosquitto), TranslateConfig(), ["boiler"], on_command, "t")
+    try:
+        sink.write(parse(FLUVIUS), {})
+        wait_until(lambda: sink.connected)
+        time.sleep(0.2)
+        collector.publish(SET, "ON")
+        collector.publish(SET, "OFF")
+        wait_until(lambda: calls == ["ON", "OFF"])  # paho's thread is still there for the second
+        assert sink.callback_errors == 1 and "controller bug" in sink.last_error
+    finally:
+        sink.close()
