@@ -417,8 +417,7 @@ def run(cfg: Config, q: multiprocessing.Queue[Any], stop_event: Event, reader_fa
     # EOF, not a read that waits forever for the rest (main and the reader close theirs too).
     getattr(q, "_writer").close()  # noqa: B009 (private: multiprocessing offers no public way)
     main_gone = main_watch()
-    beat = heartbeat.beat if heartbeat is not None else no_beat
-    beat()
+    beat = heartbeat.beat if heartbeat is not None else no_beat  # first beat in the loop (start-up grace)
     try:
         pp = PostProcessor(cfg, simulate_relays=simulate_relays, beat=beat)
         pp.start()

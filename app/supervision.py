@@ -39,7 +39,7 @@ SERVICE = "service"
 
 TICK_EVERY_S = 0.5  # children beat at least this often
 FRESH_S = 2.0  # a child ticking: last beat younger than this (else no WATCHDOG=1)
-HUNG_S = 5.0  # no beat for this long: the child is killed
+HUNG_S = 10.0  # no beat for this long: the child is killed (pyserial's socket:// connect blocks up to 5 s)
 STARTUP_S = 30.0  # the first beat may take this long (imports, client set-up on a loaded Pi)
 STOP_TIMEOUT_S = 1.9
 
@@ -225,10 +225,11 @@ class Supervisor:
                     if c.name not in self._unhealthy:
                         self._unhealthy.add(c.name)
                         self.notifier.send(f"STATUS={c.name}: no heartbeat for {age:.1f} s")
-                        log.warning("%s: no heartbeat for %.1f s", c.name, age)
+                        log.debug("%s: no heartbeat for %.1f s", c.name, age)
                 elif c.name in self._unhealthy:
                     self._unhealthy.discard(c.name)
-                    log.info("%s ticks again", c.name)
+                    self.notifier.send("STATUS=running")
+                    log.debug("%s ticks again", c.name)
             if healthy:
                 if not self._ready:
                     self._ready = True
