@@ -84,4 +84,19 @@ def decode_file(path: str, cfg: Config) -> int:
         print(json.dumps(reading_json(reading, ZoneInfo(m.timezone)), ensure_ascii=False, default=str))
     if not frames:
         print(f"{path}: no frame found", file=sys.stderr)
+    if good < len(frames) or not good:
+        for hint in input_hints(data):
+            print(f"smartmeter: hint: {hint}", file=sys.stderr)
     return 0 if good else 1
+
+
+def input_hints(data: bytes) -> list[str]:
+    """Why a capture may not decode, judged from its bytes (shown when frames were rejected)."""
+    hints = []
+    if b"/" in data and b"!" in data and b"\n" in data and b"\r\n" not in data:
+        hints.append("the lines end in LF only, a DSMR telegram ends them in CR LF, so its CRC fails: "
+                     "the capture went through a tty or an editor (cat /dev/ttyUSB0 does this); "
+                     "capture with: smartmeter -c FILE --capture OUT")
+    elif b"\r\r\n" in data:
+        hints.append("the lines end in CR CR LF: the capture was converted to Windows line endings")
+    return hints

@@ -64,6 +64,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--csv", action="store_true", help="report as CSV in the [csv] dialect")
     p.add_argument("--tariff", metavar="NAME", help="report cost under [tariff:NAME]")
     p.add_argument("--compare", action="store_true", help="with --report cost: every tariff, cheapest first")
+    p.add_argument("--list-ports", action="store_true", help="list the serial ports present, then exit")
+    p.add_argument("--probe", action="store_true",
+                   help="with --list-ports: listen on each port at the usual settings, say what arrives")
+    p.add_argument("--port", metavar="URL", help="probe only this port (device or URL), then exit")
+    p.add_argument("--capture", metavar="OUT", help="write the configured port's raw bytes to OUT, then exit")
+    p.add_argument("--seconds", type=float, metavar="N",
+                   help="--capture: for N seconds (default 60, 0 = until Ctrl-C); --probe: per setting (12)")
     p.add_argument("--log-level", choices=("debug", "info", "warning", "error"), help="override [general] log_level")
     p.add_argument("--version", action="version", version=f"smartmeter {__version__}")
     return p.parse_args(argv)
@@ -93,7 +100,20 @@ def _overrides(args: argparse.Namespace) -> dict[str, dict[str, str]]:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the appliance, or one of the tools; return the exit code."""
+    try:
+        return _main(argv)
+    except BrokenPipeError:  # `smartmeter --decode x | head`: the reader went away, not an error of ours
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
+
+
+def _main(argv: list[str] | None) -> int:
     args = parse_args(argv)
+    if args.list_ports or args.port:
+        from app.tools import ports
+
+        return ports.run_cli(args.probe, args.port, args.seconds)
     warnings: list[str] = []
     try:
         if args.decode:
@@ -116,12 +136,19 @@ def main(argv: list[str] | None = None) -> int:
     if args.check_config:
         import json
 
+        from app.tools.checks import relay_warnings
+
+        warnings += relay_warnings(cfg)
         warnings += checks.check_online(cfg) if args.online else []
         for warning in warnings:
             print(f"smartmeter: warning: {warning}", file=sys.stderr)
         print(f"# {cfg.path}: OK" + (f" ({len(warnings)} warnings on stderr)" if warnings else ""))
         print(json.dumps(config_mod.redacted(cfg), indent=2, default=str))
         return 0
+    if args.capture:
+        from app.tools import capture
+
+        return capture.run_cli(cfg, args.capture, args.seconds)
     if args.replay_relays and cfg.meter.replay_path is None:
         print("smartmeter: --replay-relays needs a replay (--replay PATH or source = replay:PATH)",
               file=sys.stderr)
