@@ -138,11 +138,10 @@ def test_supervisor_brings_a_killed_appliance_back(tmp_path: Path) -> None:
     ini.write_text(INI.format(source=os.ttyname(pty_slave), protocol="dsmr", csv=tmp_path / "csv"))
     log = tmp_path / "smartmeter.log"
     program = (ROOT / "supervisor" / "smartmeter.conf").read_text()
-    program = (program.replace("/opt/smartmeter/.venv/bin/python", sys.executable)
-               .replace("/opt/smartmeter/app/main.py", MAIN)
+    program = (program.replace("/opt/smartmeter/venv/bin/smartmeter", f"{sys.executable} {MAIN}")
                .replace("/etc/smartmeter/smartmeter.ini", str(ini))
-               .replace("directory=/opt/smartmeter", f"directory={ROOT}")
-               .replace("user=pi", f"user={os.environ.get('USER') or 'root'}")
+               .replace("directory=/var/lib/smartmeter", f"directory={ROOT}")
+               .replace("user=smartmeter", f"user={os.environ.get('USER') or 'root'}")
                .replace("/var/log/supervisor/smartmeter.log", str(log))
                .replace('environment=PYTHONUNBUFFERED="1"',
                         'environment=PYTHONUNBUFFERED="1",GPIOZERO_PIN_FACTORY="mock"'))

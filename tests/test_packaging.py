@@ -32,7 +32,8 @@ def test_dependencies_are_the_runtime_set_as_ranges() -> None:
     assert not any("==" in d for d in deps)
 
 
-def test_wheel_installs_a_working_smartmeter_command(tmp_path: Path) -> None:
+def build_wheel(tmp_path: Path) -> Path:
+    """The wheel of this checkout, built from a copy (the build leaves build/ and *.egg-info behind)."""
     src = tmp_path / "src"
     shutil.copytree(ROOT, src, ignore=_SKIP, symlinks=True)
     wheels = tmp_path / "wheels"
@@ -40,6 +41,11 @@ def test_wheel_installs_a_working_smartmeter_command(tmp_path: Path) -> None:
                   "--disable-pip-version-check", "-w", str(wheels), str(src)])
     assert built.returncode == 0, built.stderr
     (wheel,) = wheels.glob("smartmeter-*.whl")
+    return wheel
+
+
+def test_wheel_installs_a_working_smartmeter_command(tmp_path: Path) -> None:
+    wheel = build_wheel(tmp_path)
     names = zipfile.ZipFile(wheel).namelist()
     assert "app/config.sample.ini" in names and "app/main.py" in names and "app/tools/ports.py" in names
     static = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "app" / "web" / "static").rglob("*")
