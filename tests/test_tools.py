@@ -217,3 +217,19 @@ def test_pty_writer_waits_for_raw_mode(meter: list[Meter]) -> None:
     time.sleep(0.3)
     assert m.sent == 0
     assert not select.select([m.slave], [], [], 0)[0]
+
+
+def test_the_sample_config_writes_csv_rows_as_it_stands(tmp_path: Path) -> None:
+    """config.sample.ini starts from something a user sees working: CSV on, into a directory made at start."""
+    from app.main import run
+
+    csv_dir = tmp_path / "var" / "csv"  # does not exist yet
+    cfg = config_mod.load(ROOT / "config.sample.ini", {
+        "meter": {"source": f"replay:{FIXTURES / 'dsmr' / 'fluvius_be_p1v50217_1.txt'}"},
+        "csv": {"directory": str(csv_dir)},
+        "history": {"path": str(tmp_path / "history.sqlite")},
+    })
+    assert cfg.csv.enabled
+    assert run(cfg) == 0
+    (day,) = csv_dir.glob("*.csv")
+    assert len(day.read_text().splitlines()) >= 2  # header and a row

@@ -4,7 +4,7 @@
 Serial presets (`serial_format` = data bits, parity, stop bits):
     DSMR 4/5, Fluvius      115200 8N1
     DSMR 2.2/3             9600 7E1
-    M-Bus customer ports   2400 8E1 (Austria), Norwegian HAN 2400 8E1/8N1, Swiss E450 2400 8N1
+    M-Bus customer ports   2400 8E1 (Austria), Norwegian HAN 2400 8E1/8N1, Swiss E450/E570 2400 8E1
 """
 
 from __future__ import annotations
