@@ -254,7 +254,8 @@ class Reader:
                     break
                 self.handle(self.framer.feed(data))
                 self.maybe_status()
-            self.handle(self.framer.flush())
+            if not self._stop():  # stopped mid-capture: the cut telegram is not a bad frame
+                self.handle(self.framer.flush())
         finally:
             src.close()
         final = self.counters.status(self.connected, self.protocol, self.header)

@@ -318,3 +318,23 @@ def test_killed_main_takes_its_children_along(tmp_path: Path) -> None:
     finally:
         app.kill()
 
+
+
+def test_main_sigkilled_in_a_fast_replay_leaves_no_child_blocked(tmp_path: Path) -> None:
+    """Batches of ~70 readings are far larger than PIPE_BUF: main killed mid-replay often leaves one half
+    written. Both children must still notice and end (the post-processor sees EOF, not a stuck read)."""
+    capture = tmp_path / "day.bin"
+    capture.write_bytes(b"".join(_telegrams(20000, hour=12)))
+    ini = tmp_path / "r.ini"
+    ini.write_text(INI.format(source=f"replay:{capture}", protocol="dsmr", csv=tmp_path / "csv"))
+    app = Appliance(ini)
+    try:
+        reader, post = app.pid_of("reader"), app.pid_of("post-processor")
+        assert wait_for(lambda: len(csv_rows(tmp_path / "csv")) > 200, 30), app.log()
+        app.proc.send_signal(signal.SIGKILL)
+        app.proc.wait(5)
+        assert wait_for(lambda: not process_alive(reader) and not process_alive(post), 15), app.log()
+    finally:
+        app.kill()
+    assert "main process died" in app.log()
+    assert "frame rejected" not in app.log()  # the telegram cut by the stop is not counted as bad
