@@ -30,7 +30,7 @@ if __package__ in (None, ""):  # run as `python app/main.py`
 from app import __version__, logutil
 from app import config as config_mod
 from app.errors import ConfigError
-from app.supervision import CONTROL, SOURCE, Child, Supervisor
+from app.supervision import CONTROL, SERVICE, SOURCE, Child, Supervisor
 
 log = logging.getLogger("app.main")
 
@@ -71,6 +71,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--capture", metavar="OUT", help="write the configured port's raw bytes to OUT, then exit")
     p.add_argument("--seconds", type=float, metavar="N",
                    help="--capture: for N seconds (default 60, 0 = until Ctrl-C); --probe: per setting (12)")
+    p.add_argument("--mcp-stdio", action="store_true",
+                   help="serve the MCP tools on stdin/stdout (asks the running appliance's [web] API)")
     p.add_argument("--log-level", choices=("debug", "info", "warning", "error"), help="override [general] log_level")
     p.add_argument("--version", action="version", version=f"smartmeter {__version__}")
     return p.parse_args(argv)
@@ -133,6 +135,10 @@ def _main(argv: list[str] | None) -> int:
         from app.decode import decode_file
 
         return decode_file(args.decode, cfg)
+    if args.mcp_stdio:
+        from app.web.mcp_stdio import serve_stdio
+
+        return serve_stdio(cfg)
     if args.check_config:
         import json
 
@@ -189,11 +195,18 @@ def run(cfg: config_mod.Config, replay_relays: bool = False) -> int:
     reader_failed = ctx.Event()
     level = cfg.general.log_level
     simulate_relays = replay and not replay_relays  # a replay never touches a pin unless asked
+    web = None
+    if cfg.web.enabled:
+        from app.web.link import Channels
+
+        web = Channels(ctx)  # live state to the web process, relay commands back (both bounded)
     children = [
         Child("post-processor", CONTROL, _post_processor, (cfg, q, stop_event, reader_failed, level,
-                                                           simulate_relays), finishes=replay),
+                                                           simulate_relays, web), finishes=replay),
         Child("reader", SOURCE, _reader, (cfg, q, stop_event, level), finishes=replay),
     ]
+    if web is not None:  # its death or hang stops the appliance like the others' (exit 1; systemd restarts)
+        children.append(Child("web", SERVICE, _web, (cfg, web, stop_event, level), finishes=replay))
     sup = Supervisor(ctx, children, stop_event, reader_failed)
 
     def on_signal(signum: int, _frame: Any) -> None:
@@ -219,6 +232,13 @@ def _reader(*args: Any) -> None:
     from app import reader
 
     reader.run(*args)
+
+
+def _web(*args: Any) -> None:
+    """The web process: Starlette and uvicorn are imported here, after the fork."""
+    from app.web import server
+
+    server.run(*args)
 
 
 def _post_processor(*args: Any) -> None:

@@ -29,6 +29,7 @@ from app.supervision import TICK_EVERY_S, Heartbeat, main_watch, no_beat
 
 if TYPE_CHECKING:  # gpiozero is imported by the post-processor only when relays are configured
     from app.control.controller import Controller, OverrideResult, SwitchEvent
+    from app.web.link import Channels, WebLink
 
 log = logging.getLogger("app.pipeline")
 SINK_QUEUE = 10_000
@@ -196,6 +197,18 @@ class PostProcessor:
         # Benchmarks: SMARTMETER_TRACE=FILE records "seq monotonic_ns" when control is done per reading.
         trace = os.environ.get("SMARTMETER_TRACE")
         self.trace = open(trace, "a", buffering=1 << 16) if trace else None  # noqa: SIM115
+        self.web: WebLink | None = None  # live state to the web process, relay commands from it
+
+    def link_web(self, channels: Channels) -> None:
+        """Publish live state to the web process and take its relay commands."""
+        from app.web.link import WebLink
+
+        self.web = WebLink(channels, self.cfg.general.log_interval)
+        self.web.relays(self.controller)
+
+    def counters(self) -> dict[str, int]:
+        """The post-processor's own counters."""
+        return {"readings": self.readings, "gaps": self.gaps, "sink_dropped": sum(w.dropped for w in self.workers)}
 
     def command(self, name: str, mode: str) -> Future[OverrideResult]:
         """A manual ON / OFF / AUTO for one relay, from any thread (MQTT, web API).
@@ -252,6 +265,8 @@ class PostProcessor:
         view = self.controller.view()
         for w in self.workers:
             w.submit("relay_detail", view)
+        if self.web is not None:
+            self.web.relays(self.controller, view)
 
     def on_reading(self, reading: Reading) -> None:
         """Control first, then hand the reading to every sink."""
@@ -273,6 +288,8 @@ class PostProcessor:
         states = self.states
         for w in self.workers:
             w.submit("write", reading, states)
+        if self.web is not None:
+            self.web.reading(reading, states)
 
     def dispatch(self, item: Any) -> Any:
         """Handle one item off the reader's queue; returns END or STOPPED for those marks, else _NOTHING."""
@@ -319,6 +336,7 @@ class PostProcessor:
         for first, seen in list(self.meters.values()):
             if now - seen >= 60.0:  # no second telegram within a minute: say so without the interval
                 self._announce(first, "interval not known yet")
+        taken = self.web.take_commands(self.command) if self.web is not None else []
         if self.controller is not None:
             self._broadcast(self.controller.check_stale(now), "stale")
             with self._commands_lock:
@@ -330,6 +348,10 @@ class PostProcessor:
             self._broadcast(self.controller.poll_overrides(now), "override")
             if self.controller.revision != self._relay_revision:
                 self._relay_detail()
+        if self.web is not None:
+            self.web.report(taken, self.controller)
+            if self.status is not None:
+                self.web.status(self.status, self.counters())
         if now - self._last_stats >= self.cfg.general.stats_interval:
             self._last_stats = now
             self.log_stats()
@@ -407,7 +429,8 @@ class PostProcessor:
 
 
 def run(cfg: Config, q: multiprocessing.Queue[Any], stop_event: Event, reader_failed: Event,
-        log_level: str, simulate_relays: bool = False, heartbeat: Heartbeat | None = None) -> None:
+        log_level: str, simulate_relays: bool = False, web: Channels | None = None,
+        heartbeat: Heartbeat | None = None) -> None:
     """Entry point of the post-processor process."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # main coordinates shutdown
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -420,6 +443,8 @@ def run(cfg: Config, q: multiprocessing.Queue[Any], stop_event: Event, reader_fa
     beat = heartbeat.beat if heartbeat is not None else no_beat  # first beat in the loop (start-up grace)
     try:
         pp = PostProcessor(cfg, simulate_relays=simulate_relays, beat=beat)
+        if web is not None:
+            pp.link_web(web)
         pp.start()
         logutil.settle_gc()
     except ConfigError as exc:  # e.g. a spool directory that cannot be used

@@ -1,0 +1,143 @@
+"""The web process inside the whole appliance: started by main with [web] enabled, fed by a real
+pty, relays switched over HTTP, stopped cleanly, and its death stops the appliance."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from app.simulator import BRUSSELS, SimulatedMeter
+from tests.appliance import MAIN, Appliance, Pty, process_alive, wait_for
+from tests.conftest import ROOT
+
+TOKEN = "lan-token-123"
+INI = """
+[general]
+log_level = info
+[meter]
+source = {source}
+protocol = dsmr
+reconnect_max = 1 s
+[control]
+settle = 0 s
+stale_after = 30 s
+[relay:boiler]
+pin = GPIO17
+on_when = export > 1500 W
+off_when = export < 200 W
+[history]
+enabled = no
+[web]
+enabled = yes
+host = 0.0.0.0
+port = {port}
+token = {token}
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def call(port: int, method: str, path: str, body: Any = None, token: str = TOKEN) -> tuple[int, Any]:
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=data, method=method,
+                                 headers={"Authorization": f"Bearer {token}"})
+    try:
+        with urllib.request.urlopen(req, timeout=20) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+    except OSError:
+        return 0, None
+
+
+@pytest.fixture()
+def setup(tmp_path: Path) -> Iterator[tuple[Path, Pty, int]]:
+    pty = Pty(tmp_path / "ttyP1")
+    port = free_port()
+    ini = tmp_path / "app.ini"
+    ini.write_text(INI.format(source=tmp_path / "ttyP1", port=port, token=TOKEN))
+    yield ini, pty, port
+    pty.close()
+
+
+def test_the_appliance_serves_live_readings_and_takes_relay_commands(setup: tuple[Path, Pty, int]) -> None:
+    ini, pty, port = setup
+    app = Appliance(ini)
+    try:
+        web_pid = app.pid_of("web")
+        app.wait_log(r"web: serving http://0\.0\.0\.0:\d+/")
+        app.wait_log(r"reading .*ttyP1")
+        assert call(port, "GET", "/api/energy/smart-meter/current")[0] == 503
+        meter = SimulatedMeter(datetime(2026, 6, 21, 3, 0, tzinfo=BRUSSELS), step_s=1.0, seed=3)  # night: no export
+        for _ in range(3):
+            pty.write(meter.next())
+        cur = wait_for(lambda: (r := call(port, "GET", "/api/energy/smart-meter/current"))[0] == 200 and r[1])
+        assert cur and cur["meter_id"] and cur["relays"] == {"boiler": "off"}
+        status, body = call(port, "POST", "/api/relays/boiler", {"mode": "on"})
+        assert status == 202 and body["outcome"] == "applied" and body["state"]["state"] == "on"
+        app.wait_log(r"relay boiler -> on \(manual override ON\)")
+        app.wait_log(r"relay boiler: mode ON requested over the web API")
+        assert call(port, "GET", "/api/energy/smart-meter/status", token="wrong")[0] == 401
+        code = app.stop()
+        assert code == 0
+        assert wait_for(lambda: not process_alive(web_pid), 5.0)
+    finally:
+        app.kill()
+    log = app.log()
+    assert TOKEN not in log
+    assert "401" in log and "missing or wrong token" in log
+
+
+def test_the_death_of_the_web_process_stops_the_appliance(setup: tuple[Path, Pty, int]) -> None:
+    ini, _pty, port = setup
+    app = Appliance(ini)
+    try:
+        web_pid = app.pid_of("web")
+        app.wait_log(r"web: serving")
+        os.kill(web_pid, signal.SIGKILL)
+        assert app.proc.wait(timeout=15) == 1
+    finally:
+        app.kill()
+    assert "web exited (code -9); stopping" in app.log()
+
+
+def test_a_taken_port_stops_the_appliance_with_a_clear_message(setup: tuple[Path, Pty, int]) -> None:
+    ini, _pty, port = setup
+    with socket.socket() as blocker:
+        blocker.bind(("0.0.0.0", port))
+        blocker.listen(1)
+        app = Appliance(ini)
+        try:
+            assert app.proc.wait(timeout=15) == 1
+        finally:
+            app.kill()
+    assert f"web: cannot listen on [web] host = 0.0.0.0, port = {port}" in app.log()
+
+
+def test_beyond_loopback_without_a_token_is_a_config_error(tmp_path: Path) -> None:
+    ini = tmp_path / "app.ini"
+    ini.write_text(INI.format(source="/dev/null", port=8080, token=""))
+    env = {k: v for k, v in os.environ.items() if k != "SMARTMETER_WEB_TOKEN"}
+    out = subprocess.run([sys.executable, MAIN, "-c", str(ini), "--check-config"], capture_output=True, text=True,
+                         cwd=ROOT, env=env, timeout=60)
+    assert out.returncode == 2
+    assert "[web] host = '0.0.0.0': listening beyond loopback needs a token" in out.stderr
+    ok = subprocess.run([sys.executable, MAIN, "-c", str(ini), "--check-config"], capture_output=True, text=True,
+                        cwd=ROOT, env=dict(env, SMARTMETER_WEB_TOKEN="from-env"), timeout=60)
+    assert ok.returncode == 0 and "from-env" not in ok.stdout
