@@ -94,6 +94,9 @@ BAD: dict[tuple[str, str], str] = {
     ("mqtt_translate", "datacollector_topics"): "smartmeter/#/x",
     ("mqtt_translate", "tasmota_topics"): "tele/+x/SENSOR",
     ("mqtt_translate", "tasmota_map"): "Pi",
+    ("web", "enabled"): "maybe",
+    ("web", "host"): "0.0.0.0",  # beyond loopback without a token
+    ("web", "port"): "0",
 }
 # Free text: any value is valid (names, credentials), so they have no wrong value.
 FREE_TEXT = {("influxdb", k) for k in ("token", "org", "bucket", "database", "username", "password",
