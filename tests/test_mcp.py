@@ -45,7 +45,7 @@ async def exercise(session: ClientSession) -> dict[str, Any]:
     calls = {"get_smart_meter_status": {}, "get_power_consumption": {},
              "get_energy_consumption": {"period": "month", "from": "2024-01-01", "to": "2024-06-30"},
              "calculate_energy_cost": {"from": "2024-05-01", "to": "2024-05-31", "tariff": "dynamic"},
-             "get_historical_usage": {"resolution": "quarter", "from": "2024-06-03", "to": "2024-06-03"}}
+             "get_historical_usage": {"resolution": "quarter", "from": "2024-06-03", "to": "2024-06-04"}}
     for name, args in calls.items():
         result = await session.call_tool(name, args)
         assert not result.is_error, (name, result.content)
@@ -69,7 +69,7 @@ def check_same_numbers_as_rest(s: Served, out: dict[str, Any]) -> None:
     assert out["get_energy_consumption"] == hist
     cost = s.get("/api/energy/smart-meter/cost?from=2024-05-01&to=2024-05-31&tariff=dynamic", token=TOKEN)[1]
     assert out["calculate_energy_cost"] == cost
-    q = s.get("/api/energy/smart-meter/history?resolution=quarter&from=2024-06-03&to=2024-06-03", token=TOKEN)[1]
+    q = s.get("/api/energy/smart-meter/history?resolution=quarter&from=2024-06-03&to=2024-06-04", token=TOKEN)[1]
     assert out["get_historical_usage"] == q
 
 

@@ -259,7 +259,8 @@ def test_history_and_cost_come_from_the_query_layer(served: Served) -> None:
     status, body = served.get("/api/energy/smart-meter/capacity")
     assert status == 200 and body["peak_kw"] == 2.5
     for query in ("resolution=week", "from=2024-13-01", "from=yesterday", "from=2024-06-02&to=2024-06-01",
-                  "from=2024-06-01T10:00", "resolution=quarter&from=2020-01-01&to=2024-01-01"):
+                  "from=2024-06-01&to=2024-06-01", "from=2024-06-01T10:00",
+                  "resolution=quarter&from=2020-01-01&to=2024-01-01"):
         status, body = served.get(f"/api/energy/smart-meter/history?{query}")
         assert status == 400 and body["success"] is False and body["error"], query
     FakeHistory.fail = ValueError("unknown tariff 'x'")

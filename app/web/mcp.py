@@ -19,8 +19,8 @@ from app import __version__
 
 PROTOCOL_VERSIONS = ("2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05")
 PARSE_ERROR, INVALID_REQUEST, METHOD_NOT_FOUND, INVALID_PARAMS = -32700, -32600, -32601, -32602
-DATE = {"type": "string", "description": "a date (2024-05-01) or an ISO 8601 time with offset; "
-        "default: see the tool description"}
+DATE = {"type": "string", "description": "a local date (2024-05-01) or an ISO 8601 time with offset (its date); "
+        "`to` is exclusive; default: see the tool description"}
 READ_ONLY = {"readOnlyHint": True, "destructiveHint": False, "idempotentHint": True, "openWorldHint": False}
 
 TOOLS: list[dict[str, Any]] = [
@@ -37,7 +37,7 @@ TOOLS: list[dict[str, Any]] = [
     {"name": "get_energy_consumption",
      "title": "Energy per day, month or year",
      "description": "Imported/exported energy (kWh) per day, month or year between from and to "
-                    "(defaults: the last 31 days, 12 months or 10 years up to today).",
+                    "(defaults: the last 31 days, 12 months or 10 years, today included).",
      "inputSchema": {"type": "object", "properties": {
          "period": {"type": "string", "enum": ["day", "month", "year"]},
          "from": DATE, "to": DATE}, "required": ["period"], "additionalProperties": False}},

@@ -6,7 +6,8 @@ from typing import Any
 
 from app import __version__
 
-_DATE = {"type": "string", "description": "a date (2024-05-01) or an ISO 8601 time with offset"}
+_DATE = {"type": "string", "description": "a local date (2024-05-01) or an ISO 8601 time with offset (its date); "
+         "`to` is exclusive"}
 _ERROR = {"type": "object", "required": ["success", "error"], "properties": {
     "success": {"const": False}, "error": {"type": "string"}}}
 _NUM = {"type": ["number", "null"]}

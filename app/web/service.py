@@ -11,8 +11,9 @@ import asyncio
 import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import date, datetime, timedelta
+from datetime import date, datetime, timedelta, tzinfo
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from app import logutil
 from app.config import Config
@@ -33,8 +34,8 @@ class ApiError(Exception):
         self.message = message
 
 
-def parse_when(text: str | None, name: str) -> date | datetime | None:
-    """`2024-05-01` or an ISO 8601 time with offset; None when absent; 400 otherwise."""
+def parse_when(text: str | None, name: str, tz: tzinfo) -> date | None:
+    """`2024-05-01`, or an ISO 8601 time with offset (its local date in `tz`); None when absent; 400 otherwise."""
     if text is None or text == "":
         return None
     try:
@@ -45,24 +46,24 @@ def parse_when(text: str | None, name: str) -> date | datetime | None:
         raise ApiError(400, f"{name}={text!r}: expected a date (2024-05-01) or an ISO 8601 time") from None
     if t.tzinfo is None:
         raise ApiError(400, f"{name}={text!r}: a time needs its UTC offset (e.g. +02:00)")
-    return t
+    return t.astimezone(tz).date()
 
 
-def _day(t: date | datetime) -> date:
-    return t.date() if isinstance(t, datetime) else t
-
-
-def default_range(resolution: str, start: date | datetime | None, end: date | datetime | None,
-                  today: date) -> tuple[date | datetime, date | datetime]:
-    """Missing bounds: today for quarters/hours, the last 31 days, 12 months, or 10 years; checked."""
+def default_range(resolution: str, start: date | None, end: date | None, today: date) -> tuple[date, date]:
+    """[from, to) in local dates, `to` exclusive as in `--report`. Missing bounds: up to and including
+    today, from today (quarter, hour), 31 days, 12 months or 10 years back; checked."""
     if end is None:
-        end = today
+        end = today + timedelta(days=1)
     if start is None:
-        back = {"quarter": 0, "hour": 0, "day": 30, "month": 365, "year": 3652}[resolution]
-        start = _day(end) - timedelta(days=back)
-    if _day(end) < _day(start):
-        raise ApiError(400, f"from={start} is after to={end}")
-    if (_day(end) - _day(start)).days > MAX_SPAN_DAYS[resolution]:
+        back = {"quarter": 1, "hour": 1, "day": 31, "month": 366, "year": 3653}[resolution]
+        start = end - timedelta(days=back)
+        if resolution == "month":
+            start = start.replace(day=1)
+        elif resolution == "year":
+            start = start.replace(month=1, day=1)
+    if end <= start:
+        raise ApiError(400, f"to={end.isoformat()} must be after from={start.isoformat()} (to is exclusive)")
+    if (end - start).days > MAX_SPAN_DAYS[resolution]:
         raise ApiError(400, f"{resolution} rows over more than {MAX_SPAN_DAYS[resolution]} days: "
                        "choose a coarser resolution or a shorter range")
     return start, end
@@ -131,6 +132,7 @@ class Service:
         self.cfg = cfg
         self.state = state
         self.history = history
+        self.tz = ZoneInfo(cfg.meter.timezone)
 
     def status(self) -> dict[str, Any]:
         """Meter status and counters."""
@@ -162,24 +164,22 @@ class Service:
                 "phases": phases, "online": self.state.online()}
 
     def _today(self) -> date:
-        from zoneinfo import ZoneInfo
-
-        return datetime.now(ZoneInfo(self.cfg.meter.timezone)).date()
+        return datetime.now(self.tz).date()
 
     async def history_rows(self, resolution: str | None, start: str | None, end: str | None) -> dict[str, Any]:
         """`{"resolution", "rows"}`: the `--report --json` rows."""
         res = (resolution or "day").lower()
         if res not in RESOLUTIONS:
             raise ApiError(400, f"resolution={resolution!r}: expected one of {', '.join(RESOLUTIONS)}")
-        a, b = default_range(res, parse_when(start, "from"), parse_when(end, "to"), self._today())
+        a, b = default_range(res, parse_when(start, "from", self.tz), parse_when(end, "to", self.tz), self._today())
         rows = await self.history.call("rows", res, a, b)
         return {"resolution": res, "from": a.isoformat(), "to": b.isoformat(), "rows": rows}
 
     async def cost(self, start: str | None, end: str | None, tariff: str | None) -> dict[str, Any]:
         """Cost with its parts, per period, projection and comparison."""
         today = self._today()
-        a, b = default_range("day", parse_when(start, "from") or today.replace(day=1),
-                             parse_when(end, "to"), today)
+        a, b = default_range("day", parse_when(start, "from", self.tz) or today.replace(day=1),
+                             parse_when(end, "to", self.tz), today)
         result: dict[str, Any] = await self.history.call("cost", a, b, tariff=tariff or None)
         return result
 
