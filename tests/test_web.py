@@ -35,6 +35,7 @@ INI = """
 source = /dev/null
 [control]
 settle = 0 s
+override_min_interval = 0 s
 [relay:boiler]
 pin = GPIO17
 on_when = export > 1500 W
@@ -289,7 +290,7 @@ def test_relays_show_state_mode_reason_and_timers(served: Served) -> None:
     served.send(reading(1, export_w=2000.0))
     served.send(reading(2, export_w=2000.0))
     relay = wait_until(lambda: (r := served.get("/api/relays")[1]["relays"][0])["state"] == "on" and r)
-    assert relay["mode"] == "auto" and relay["reason"].startswith("export") and relay["kind"] == "auto"
+    assert relay["mode"] == "auto" and relay["reason"].startswith("export") and relay["pending"] is None
     assert datetime.fromisoformat(relay["since"]) == BASE + timedelta(seconds=1)
     assert relay["blocked_by"] == [] and relay["next_switch_allowed"] is None
 
@@ -316,11 +317,27 @@ def test_relay_post_goes_through_the_override_path(served: Served) -> None:
     assert status == 404
 
 
-def test_relay_post_while_stale_is_deferred(served: Served) -> None:
+def test_relay_post_while_stale_holds_the_safe_state(served: Served) -> None:
     served.pp.safe("test: stale")  # readings stopped: relays held in the safe state
     status, body, _h = served.request("POST", "/api/relays/boiler", {"mode": "on"})
-    assert status == 202 and body["outcome"] == "deferred" and body["state"]["state"] == "off"
+    assert status == 202 and body["state"]["mode"] == "on" and body["state"]["state"] == "off"
     assert not served.factory.pin("GPIO17").state
+
+
+def test_relay_protection_defers_a_command_and_says_until_when() -> None:
+    s = Served(INI.replace("override_min_interval = 0 s", "override_min_interval = 1 h"))
+    try:
+        status, body, _h = s.request("POST", "/api/relays/boiler", {"mode": "on"})
+        assert status == 202 and body["outcome"] == "applied" and s.factory.pin("GPIO17").state
+        status, body, _h = s.request("POST", "/api/relays/boiler", {"mode": "off"})
+        assert status == 202 and body["outcome"] == "deferred" and "override_min_interval" in body["detail"]
+        assert datetime.fromisoformat(body["until"]) > datetime.now(UTC) + timedelta(minutes=50)
+        assert body["state"]["state"] == "on" and body["state"]["pending"].startswith("OFF deferred until")
+        assert s.factory.pin("GPIO17").state  # still on
+        status, body, _h = s.request("POST", "/api/relays/boiler", {"mode": "on"})
+        assert body["outcome"] == "unchanged"
+    finally:
+        s.close()
 
 
 def test_cross_origin_writes_are_refused(served: Served) -> None:
