@@ -15,6 +15,7 @@ import pytest
 from mcp import ClientSession, StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
 
+from tests.appliance import Appliance
 from tests.conftest import ROOT
 from tests.test_web import INI, TOKEN, FakeHistory, Served, reading, wait_until
 
@@ -89,7 +90,8 @@ def test_stdio_with_the_sdk_client(served_mcp: Served, tmp_path: Path) -> None:
 
     async def run() -> dict[str, Any]:
         params = StdioServerParameters(command=sys.executable, args=[str(ROOT / "app" / "main.py"), "-c", str(ini),
-                                                                     "--mcp-stdio"], cwd=str(ROOT))
+                                                                     "--mcp-stdio"], cwd=str(ROOT),
+                                       env=Appliance.environment())
         async with stdio_client(params) as (read, write), ClientSession(read, write) as session:
             return await exercise(session)
 
@@ -102,7 +104,8 @@ def test_stdio_says_so_when_the_appliance_is_not_running(tmp_path: Path) -> None
 
     async def run() -> None:
         params = StdioServerParameters(command=sys.executable, args=[str(ROOT / "app" / "main.py"), "-c", str(ini),
-                                                                     "--mcp-stdio"], cwd=str(ROOT))
+                                                                     "--mcp-stdio"], cwd=str(ROOT),
+                                       env=Appliance.environment())
         async with stdio_client(params) as (read, write), ClientSession(read, write) as session:
             await session.initialize()
             result = await session.call_tool("get_power_consumption", {})

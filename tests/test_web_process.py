@@ -133,7 +133,7 @@ def test_a_taken_port_stops_the_appliance_with_a_clear_message(setup: tuple[Path
 def test_beyond_loopback_without_a_token_is_a_config_error(tmp_path: Path) -> None:
     ini = tmp_path / "app.ini"
     ini.write_text(INI.format(source="/dev/null", port=8080, token=""))
-    env = {k: v for k, v in os.environ.items() if k != "SMARTMETER_WEB_TOKEN"}
+    env = {k: v for k, v in Appliance.environment().items() if k != "SMARTMETER_WEB_TOKEN"}
     out = subprocess.run([sys.executable, MAIN, "-c", str(ini), "--check-config"], capture_output=True, text=True,
                          cwd=ROOT, env=env, timeout=60)
     assert out.returncode == 2
