@@ -7,9 +7,11 @@ import subprocess
 from datetime import datetime
 from pathlib import Path
 
+import pytest
+
 from app.simulator import BRUSSELS, SimulatedMeter
 from tests.appliance import Appliance
-from tests.conftest import ROOT
+from tests.conftest import FIXTURES, ROOT
 
 
 def _dump(path: Path) -> list[tuple]:
@@ -82,3 +84,23 @@ def test_this_appliances_csv_day_files_import(tmp_path: Path) -> None:
     # a CSV row holds the counters at the end of its 15 min: the first row's own quarter is not counted
     assert abs(total - (last - first)) < 0.2
     assert days == 2  # 00:00 of the next day closes the last quarter
+
+
+def test_decoding_in_parallel_pieces_gives_the_same_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Telegrams cut at any piece boundary are decoded once, in file order (with 0-0:98.1.0 peaks)."""
+    from app.config import load
+    from app.store import importer
+
+    fluvius = (FIXTURES / "dsmr" / "fluvius_be_p1v50217_2.txt").read_bytes()
+    meter = SimulatedMeter(datetime(2026, 6, 21, 10, 0, tzinfo=BRUSSELS), step_s=7)
+    capture = tmp_path / "cap.txt"
+    capture.write_bytes(fluvius + b"".join(meter.telegrams(3000)))
+    dumps = []
+    for workers in (1, 2):
+        ini = _ini(tmp_path / f"w{workers}" if (tmp_path / f"w{workers}").mkdir() is None else tmp_path)
+        monkeypatch.setattr(importer, "PIECE", 100_003)  # pieces end mid-telegram
+        stats = importer.run_import(load(ini), [str(capture)], workers=workers)
+        assert stats.readings == 3001 and stats.rejected == 0
+        dumps.append(_dump(ini.parent / "h.sqlite"))
+    assert dumps[0] == dumps[1]
+    assert any(row[-1] == "p1-history" for row in dumps[0])

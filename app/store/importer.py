@@ -9,6 +9,9 @@ store). A CSV row's counters are taken at the end of its interval (the next row'
 from __future__ import annotations
 
 import logging
+import multiprocessing
+import os
+import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,12 +23,16 @@ from zoneinfo import ZoneInfo
 from app.config import Config
 from app.errors import ProtocolError
 from app.framing.auto import make_framer
+from app.protocols.peaks import MONTH_PEAKS_REF
 from app.protocols.route import FrameDecoder
+from app.records import Value
 from app.store.quarters import Sample
-from app.store.recorder import Recorder
+from app.store.recorder import Recorder, sample_of
 
 log = logging.getLogger("app.store.import")
 CHUNK = 1 << 20
+PIECE = 8 << 20  # bytes of a capture one worker decodes at a time
+MAX_TELEGRAM = 1 << 16  # a telegram starting in a piece ends within this many bytes after it
 COMMIT_EVERY = 200_000  # readings: bounded memory for a year-long capture
 _COUNTERS = ("total_consumption_day", "total_consumption_night", "total_injection_day", "total_injection_night")
 
@@ -58,9 +65,78 @@ def _is_csv(path: Path) -> bool:
     return head.startswith(b"timestamp") and len(head) == 10 and head[9:10] in (b",", b";", b"\t", b"|")
 
 
-def import_capture(rec: Recorder, path: Path, cfg: Config, stats: ImportStats) -> None:
-    """Frames of a captured byte stream -> readings -> the recorder."""
+def _looks_dsmr(head: bytes) -> bool:
+    """A plain DSMR text capture (telegrams start with '/XXX' at a line start)."""
+    return re.search(rb"(?:^|\n)/[A-Za-z]{3}", head) is not None and b"1-0:" in head
+
+
+def _decode_piece(args: tuple[str, int, int, str, str]) -> tuple[list[Sample], list[tuple[str, Value]], int, int]:
+    """Worker: the telegrams that START in bytes [start, end) of a DSMR text capture -> samples, the
+    0-0:98.1.0 values where they changed, rejected and time-less counts."""
+    path, start, end, timezone, protocol = args
+    framer = make_framer(protocol, 1 << 16)
+    decoder = FrameDecoder(ZoneInfo(timezone))
+    with open(path, "rb") as fh:
+        fh.seek(start)
+        data = fh.read(end - start + MAX_TELEGRAM)
+    a = 0 if start == 0 else data.find(b"\n/") + 1
+    b = data.find(b"\n/", end - start - 1)
+    if a <= 0 and start != 0:
+        return [], [], 0, 0
+    piece = data[a:] if b < 0 else data[a:b + 1]
+    samples: list[Sample] = []
+    history: list[tuple[str, Value]] = []
+    last_hist: object = None
+    rejected = no_time = 0
+    now = datetime.now(UTC)
+    for n, frame in enumerate(framer.feed(piece) + framer.flush()):
+        if not frame.ok:
+            rejected += 1
+            continue
+        try:
+            reading = decoder.decode(frame, now, n)
+        except ProtocolError:
+            rejected += 1
+            continue
+        if reading.meter_time is None:
+            no_time += 1
+            continue
+        s = sample_of(reading)
+        samples.append(s)
+        hist = reading.values.get(MONTH_PEAKS_REF)
+        if hist is not None and hist.groups and hist.groups != last_hist:
+            last_hist = hist.groups
+            history.append((s.meter, hist))
+    return samples, history, rejected, no_time
+
+
+def import_capture(rec: Recorder, path: Path, cfg: Config, stats: ImportStats, workers: int = 0) -> None:
+    """Frames of a captured byte stream -> readings -> the recorder. A plain DSMR capture is decoded by
+    `workers` processes (default: one per core) in pieces, fed to the recorder in file order."""
     m = cfg.meter
+    with path.open("rb") as fh:
+        head = fh.read(1 << 16)
+    size = path.stat().st_size
+    workers = workers or os.cpu_count() or 1
+    piece_bytes = PIECE
+    if m.protocol in ("dsmr", "auto") and not m.key and _looks_dsmr(head) and workers > 1 and size > piece_bytes:
+        pieces = [(str(path), a, min(a + piece_bytes, size), m.timezone, "dsmr")
+                  for a in range(0, size, piece_bytes)]
+        since = 0
+        with multiprocessing.get_context("fork").Pool(workers) as pool:
+            for samples, history, rejected, no_time in pool.imap(_decode_piece, pieces):
+                for s in samples:
+                    rec.add_sample(s)
+                for meter, value in history:
+                    rec.add_history(meter, value)
+                stats.readings += len(samples)
+                stats.rejected += rejected
+                stats.no_time += no_time
+                since += len(samples)
+                if since >= COMMIT_EVERY:
+                    rec.commit(snapshot=False)
+                    since = 0
+        return
     framer = make_framer(m.protocol, max(m.max_frame, 1 << 16))
     decoder = FrameDecoder(ZoneInfo(m.timezone), m.key, m.auth_key, m.profile)
     now = datetime.now(UTC)
@@ -146,7 +222,7 @@ def import_csv(rec: Recorder, path: Path, meter: str, stats: ImportStats, interv
     return interval
 
 
-def run_import(cfg: Config, paths: list[str]) -> ImportStats:
+def run_import(cfg: Config, paths: list[str], workers: int = 0) -> ImportStats:
     """Import every path (files, or directories of them) into [history] path."""
     t0 = time.monotonic()
     stats = ImportStats()
@@ -161,7 +237,7 @@ def run_import(cfg: Config, paths: list[str]) -> ImportStats:
             if _is_csv(path):
                 interval = import_csv(rec, path, csv_meter, stats, interval)
             else:
-                import_capture(rec, path, cfg, stats)
+                import_capture(rec, path, cfg, stats, workers)
             log.info("%s: %d readings", path, stats.readings - before)
         rec.commit(final=True)
         stats.quarters = rec.quarters_written

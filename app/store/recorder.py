@@ -11,7 +11,7 @@ from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from app.protocols.peaks import MONTH_PEAKS_REF, month_peaks
-from app.records import Reading
+from app.records import Reading, Value
 from app.store.db import Writer
 from app.store.quarters import Accumulator, Quarter, Sample
 
@@ -66,17 +66,26 @@ class Recorder:
     def add(self, r: Reading) -> None:
         """One reading."""
         s = sample_of(r)
+        self.add_sample(s)
+        hist = r.values.get(MONTH_PEAKS_REF)
+        if hist is not None and hist.groups:
+            self.add_history(s.meter, hist)
+
+    def add_sample(self, s: Sample) -> None:
+        """One reading's sample (the meter's month peak 1-0:1.6.0 included)."""
         self.acc.add(s)
         if s.peak_kw is not None and s.peak_at is not None and self._peak_seen.get(s.meter) != (s.peak_kw, s.peak_at):
             self._peak_seen[s.meter] = (s.peak_kw, s.peak_at)
             local = datetime.fromtimestamp(s.peak_at, self.tz)
             self._peaks[(s.meter, f"{local.year:04d}-{local.month:02d}")] = (s.peak_kw, s.peak_at, "meter")
-        hist = r.values.get(MONTH_PEAKS_REF)
-        if hist is not None and hist.groups and self._history_seen.get(s.meter) != hist.groups:
-            self._history_seen[s.meter] = hist.groups
+
+    def add_history(self, meter: str, hist: Value) -> None:
+        """A 0-0:98.1.0 value: the months it holds, when it changed."""
+        if self._history_seen.get(meter) != hist.groups:
+            self._history_seen[meter] = hist.groups
             for p in month_peaks(hist, self.tz):
-                self._peaks[(s.meter, p.month.strftime("%Y-%m"))] = (p.kw, p.at.timestamp() if p.at else None,
-                                                                      "p1-history")
+                self._peaks[(meter, p.month.strftime("%Y-%m"))] = (p.kw, p.at.timestamp() if p.at else None,
+                                                                    "p1-history")
 
     def commit(self, final: bool = False, retention_s: float = 0.0, snapshot: bool = True) -> None:
         """Closed quarters (all with `final`), open snapshots and the counters they came from, in one
