@@ -260,3 +260,18 @@ def test_an_empty_or_missing_store_answers_empty(tmp_path: Path) -> None:
     assert q.rows("day", None, None) == [] and q.meters() == []
     assert q.capacity()["month_peak_kw"] is None
     q.close()
+
+
+def test_dynamic_prices_price_each_quarter(tmp_path: Path) -> None:
+    path = tmp_path / "h.sqlite"
+    _filled_store(path, days=1)  # 0.25 kWh every quarter of 24 October 2026 (CEST)
+    prices = tmp_path / "prices.csv"
+    prices.write_text("".join(f"2026-10-24 {h:02d}:00 ; {0.10 + h / 100:.2f}\n" for h in range(24))
+                      + "2026-10-25 00:00 ; 0.50\n")
+    cfg = loads(f"[history]\npath = {path}\n[tariff]\nimport_price = 0.30\nprices_file = {prices}\n")
+    q = HistoryQuery(cfg)
+    day = q.rows("day", date(2026, 10, 24), date(2026, 10, 25))[0]
+    assert day["cost"]["import"] == pytest.approx(sum(1.0 * (0.10 + h / 100) for h in range(24)))
+    hours = q.rows("hour", date(2026, 10, 24), date(2026, 10, 25))
+    assert [h["cost"]["import"] for h in hours[:2]] == pytest.approx([0.10, 0.11])
+    q.close()

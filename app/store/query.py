@@ -21,7 +21,7 @@ from zoneinfo import ZoneInfo
 from app.config import Config
 from app.store import db
 from app.tariffs import cost as tariff_cost
-from app.tariffs.capacity import mean_peak_kw, month_of
+from app.tariffs.capacity import add_months, mean_peak_kw, month_of
 from app.tariffs.cost import MonthPeak, Pricing, QuarterUse
 from app.tariffs.settings import TariffConfig
 
@@ -193,29 +193,41 @@ class HistoryQuery:
             i1, i2, e1, e2, gas, top, at = row[nkey:]
             s, e = self._bounds(resolution, k, at)
             periods.append((s, e, i1, i2, e1, e2, gas, top, at))
-        peaks = self.peaks(meter)
+        peaks: list[MonthPeak] = []
+        if tcfg.capacity_price:  # the months a capacity charge here is billed on: 12 before the first
+            first_month = add_months(month_of(periods[0][0].date()), -12)
+            peaks = [p for p in self.peaks(meter) if p.month >= first_month]
         lo = self._midnight(d0) if (d0 := as_date(start, "from")) is not None else None
         hi = self._midnight(d1) if (d1 := as_date(end, "to")) is not None else None
         # a period cut by from/to costs (fixed fees, capacity) only its part inside them
         windows = [(max(p[0], lo) if lo else p[0], min(p[1], hi) if hi else p[1]) for p in periods]
-        uses: list[list[QuarterUse]]
+        uses: list[list[tuple[float, float, float, float, float, float]]]
         if tcfg.prices_file:  # dynamic prices: cost needs every quarter
-            qs = self._quarters(int(windows[0][0].timestamp()), int(windows[-1][1].timestamp()), mid)
-            starts = [w[0] for w in windows]
+            sql = ("SELECT start, SUM(imp1), SUM(imp2), SUM(exp1), SUM(exp2), SUM(gas) FROM quarters "
+                   "WHERE start >= ? AND start < ?")
+            qargs: list[Any] = [int(windows[0][0].timestamp()), int(windows[-1][1].timestamp())]
+            if mid is not None:
+                sql += " AND meter = ?"
+                qargs.append(mid)
+            starts = [w[0].timestamp() for w in windows]
             uses = [[] for _ in periods]
-            for q in qs:
-                uses[bisect_right(starts, q.start) - 1].append(q)
+            for r in self.con.execute(sql + " GROUP BY start ORDER BY start", qargs):
+                uses[bisect_right(starts, r[0]) - 1].append(r)
         else:  # fixed prices per register: the period's sums cost the same as its quarters
-            uses = [[QuarterUse(w[0], p[2], p[3], p[4], p[5], p[6])] for p, w in zip(periods, windows, strict=True)]
+            uses = [[(w[0].timestamp(), p[2], p[3], p[4], p[5], p[6])] for p, w in zip(periods, windows, strict=True)]
         out = []
+        iso: dict[datetime, str] = {}  # a quarter's end is the next one's start
         for (s, e, i1, i2, e1, e2, gas, top, at), use, (w0, w1) in zip(periods, uses, windows, strict=True):
-            c = pricing.cost(use, w0, w1, peaks)
+            c = pricing.cost_rows(use, w0, w1, peaks)
+            s_iso = iso.get(s) or iso.setdefault(s, s.isoformat())
+            e_iso = iso.get(e) or iso.setdefault(e, e.isoformat())
             out.append({
-                "start": s.isoformat(), "end": e.isoformat(),
+                "start": s_iso, "end": e_iso,
                 "import_kwh": _r(i1 + i2), "export_kwh": _r(e1 + e2),
                 "import_kwh_t1": _r(i1), "import_kwh_t2": _r(i2),
                 "export_kwh_t1": _r(e1), "export_kwh_t2": _r(e2), "gas_m3": _r(gas),
-                "peak_kw": _r(top * 4.0, 3), "peak_at": self._local(at).isoformat() if top else None,
+                "peak_kw": _r(top * 4.0, 3),
+                "peak_at": (s_iso if at == s.timestamp() else self._local(at).isoformat()) if top else None,
                 "cost": c.as_dict(),
             })
         return out
@@ -273,9 +285,7 @@ class HistoryQuery:
             now = min(now, self._local(last + 900))
         year0 = date(now.year, 1, 1)
         uses = self._uses(year0, now.date() + timedelta(days=1), meter, dynamic)
-        out: dict[str, Any] = {
-            "method": "use so far, plus its daily average since the period's first data times the days left; "
-                      "fixed fees and the capacity tariff for the whole period; as of the last stored quarter"}
+        out: dict[str, Any] = {"method": tariff_cost.PROJECTION_METHOD + "; as of the last stored quarter"}
         for period in ("month", "year"):
             out[period] = tariff_cost.project(pricing, uses, now, peaks, period=period, tz=self.tz).as_dict()
         return out
