@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 import os
 import queue as queue_mod
@@ -109,8 +110,10 @@ def serve(cfg: Config, channels: Channels | None, stop: Callable[[], bool],
 
     app, _web = build_app(cfg, state, history, channels.commands if channels is not None else None,
                           on_start=on_start, on_stop=done.set)
-    config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="on", ws="auto",
-                            timeout_graceful_shutdown=1, server_header=False, proxy_headers=False)
+    options: dict[str, Any] = {"log_config": None, "access_log": False, "lifespan": "on", "ws": "auto",
+                               "server_header": False, "proxy_headers": False, "timeout_graceful_shutdown": 1}
+    known = inspect.signature(uvicorn.Config).parameters  # older uvicorn (Debian's 0.17) lacks some
+    config = uvicorn.Config(app, **{k: v for k, v in options.items() if k in known})
     server = _Server(config)
 
     def watch() -> None:
