@@ -272,7 +272,7 @@ class PostProcessor:
         """Control first, then hand the reading to every sink."""
         self.readings += 1
         self.last_reading = reading
-        if reading.meter_id not in self.announced:
+        if reading.meter_id not in self.announced and len(self.announced) < 64:  # bounded on garbage ids
             self._first_telegram(reading)
             if self.first_timed is None and reading.meter_time is not None:
                 self.first_timed = reading
