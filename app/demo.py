@@ -63,6 +63,14 @@ flush_interval = 5 s
 [history]
 path = {history}
 commit_interval = 5 s
+
+[tariff]
+import_price_t1 = 0.32
+import_price_t2 = 0.26
+export_price = 0.04
+fixed_per_year = 120
+capacity_price = 53.0
+gas_price = 1.10
 """
 
 
@@ -70,6 +78,8 @@ def main(seconds: float = 60.0, step_s: float = 144.0, out_dir: str = "demo-data
     """Run the demo; return the appliance's exit code."""
     out = Path(out_dir).resolve()
     (out / "csv").mkdir(parents=True, exist_ok=True)
+    for old in out.glob("history.sqlite*"):  # each demo day starts a fresh store
+        old.unlink()
     master, slave = os.openpty()
     tty.setraw(slave)  # a P1 cable is a raw 8-bit line: no CR/LF translation
     port = os.ttyname(slave)
@@ -108,7 +118,8 @@ def main(seconds: float = 60.0, step_s: float = 144.0, out_dir: str = "demo-data
     for line in switches[:6]:
         print(f"  {line}")
     print(f"demo: {rows} CSV rows in {', '.join(str(f) for f in files) or '(none)'}")
-    print(f"demo: history in {out / 'history.sqlite'}: python app/main.py -c {ini} --report hour --from 2026-06-21")
+    print(f"demo: history in {out / 'history.sqlite'}: GPIOZERO_PIN_FACTORY=mock python app/main.py -c {ini} "
+          "--report hour --from 2026-06-21")
     print(f"demo: output is in {out}")
     return code
 

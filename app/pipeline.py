@@ -146,7 +146,7 @@ def build_sinks(cfg: Config, on_command: Callable[[str, str], object] | None) ->
     if cfg.history.enabled:
         from app.sinks.history import HistorySink
 
-        sinks.append(HistorySink(cfg.history, ZoneInfo(cfg.meter.timezone)))
+        sinks.append(HistorySink(cfg.history, ZoneInfo(cfg.meter.timezone), cfg.meter.replay_path is not None))
     return sinks
 
 

@@ -104,3 +104,22 @@ def test_decoding_in_parallel_pieces_gives_the_same_store(tmp_path: Path, monkey
         dumps.append(_dump(ini.parent / "h.sqlite"))
     assert dumps[0] == dumps[1]
     assert any(row[-1] == "p1-history" for row in dumps[0])
+
+
+def test_a_replay_fills_the_store_like_an_import(tmp_path: Path) -> None:
+    """Same capture, same quarters, at any batching; a replay leaves the live writer's counters alone."""
+    meter = SimulatedMeter(datetime(2026, 6, 21, 10, 3, tzinfo=BRUSSELS), step_s=3)
+    capture = tmp_path / "cap.txt"
+    capture.write_bytes(b"".join(meter.telegrams(3000)))
+    dumps = []
+    for how in ("import", "replay"):
+        (tmp_path / how).mkdir()
+        ini = _ini(tmp_path / how)
+        out = _run(ini, "--import", str(capture)) if how == "import" else \
+            _run(ini, "--replay", str(capture), "--replay-speed", "0")
+        assert out.returncode == 0, out.stderr
+        dumps.append(_dump(tmp_path / how / "h.sqlite"))
+        con = sqlite3.connect(tmp_path / how / "h.sqlite")
+        assert con.execute("SELECT state FROM meters").fetchall() == [(None,)]
+        con.close()
+    assert dumps[0] == dumps[1]

@@ -28,10 +28,11 @@ class HistorySink(Sink):
 
     name = "history"
 
-    def __init__(self, cfg: HistoryConfig, tz: ZoneInfo) -> None:
+    def __init__(self, cfg: HistoryConfig, tz: ZoneInfo, replay: bool = False) -> None:
         self.cfg = cfg
+        self.replay = replay  # a replay fills the store like --import: it never touches the live counters' state
         try:
-            self.rec = Recorder(cfg.path, tz)
+            self.rec = Recorder(cfg.path, tz, live=not replay)
         except (OSError, sqlite3.Error) as exc:
             raise ConfigError(f"[history] path = {cfg.path!r}: cannot open the store: {exc}", "history",
                               "path") from None
@@ -50,9 +51,9 @@ class HistorySink(Sink):
             self.last_commit = now
             self._commit()
 
-    def _commit(self) -> bool:
+    def _commit(self, final: bool = False) -> bool:
         try:
-            self.rec.commit(retention_s=self.cfg.retention)
+            self.rec.commit(final=final, retention_s=self.cfg.retention, snapshot=not self.replay)
         except (OSError, sqlite3.Error) as exc:
             self.failing = True
             self.limited.error("commit", "cannot write the history store %s: %s; retrying", self.cfg.path, exc)
@@ -67,7 +68,7 @@ class HistorySink(Sink):
         if self._closed:
             return
         self._closed = True
-        ok = self._commit()
+        ok = self._commit(final=self.replay)
         self.rec.writer.con.close()
         if not ok:
             raise SinkIncomplete(f"history store {self.cfg.path}: the last {self.cfg.commit_interval:.0f} s "
