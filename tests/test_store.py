@@ -275,3 +275,19 @@ def test_dynamic_prices_price_each_quarter(tmp_path: Path) -> None:
     hours = q.rows("hour", date(2026, 10, 24), date(2026, 10, 25))
     assert [h["cost"]["import"] for h in hours[:2]] == pytest.approx([0.10, 0.11])
     q.close()
+
+
+def test_retention_deletes_old_quarters_and_their_days(tmp_path: Path) -> None:
+    path = tmp_path / "h.sqlite"
+    rec = Recorder(str(path), TZ)
+    t = datetime(2026, 10, 1, tzinfo=TZ).timestamp()
+    for n in range(5 * 96 + 1):
+        rec.acc.add(Sample("M1", t + n * 900, (n * 0.25, 0.0, 0.0, 0.0)))
+    rec.commit(retention_s=2 * 86400)
+    rec.close()
+    con = sqlite3.connect(path)
+    first_q = con.execute("SELECT MIN(start) FROM quarters").fetchone()[0]
+    days = [d for (d,) in con.execute("SELECT day FROM days ORDER BY day")]
+    con.close()
+    assert first_q >= t + 3 * 86400 - 900
+    assert days[0] >= 20261003
