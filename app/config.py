@@ -142,6 +142,7 @@ class MeterConfig:
     reconnect_max: float = 30.0
     read_timeout: float = 0.2
     max_frame: int = 16384
+    max_power: float = 3 * 63 * 230.0  # W: what the connection can carry (plausibility gate)
 
     @property
     def replay_path(self) -> str | None:
@@ -581,6 +582,7 @@ def _meter(sec: Section) -> MeterConfig:
         reconnect_max=sec.duration("reconnect_max", 30.0, lo=0.1, hi=3600.0),
         read_timeout=sec.duration("read_timeout", 0.2, lo=0.01, hi=1.0),  # SIGTERM must stop it within 2 s
         max_frame=sec.integer("max_frame", 16384, lo=256, hi=1 << 20),
+        max_power=sec.number("max_power", 3 * 63 * 230.0, lo=100.0, hi=10_000_000.0),
     )
 
 

@@ -25,6 +25,7 @@ from app.config import Config, MeterConfig
 from app.errors import ChecksumError, DecryptionError, ProtocolError
 from app.framing import Frame
 from app.framing.auto import make_framer
+from app.protocols.plausibility import PlausibilityGate
 from app.protocols.route import FrameDecoder
 from app.records import END, STOPPED, ReaderStatus, Reading
 from app.supervision import Heartbeat, main_watch
@@ -51,6 +52,8 @@ class Counters:
     parse_errors: int = 0
     decrypt_errors: int = 0
     dropped: int = 0
+    implausible: int = 0
+    skipped_bytes: int = 0
     lag_sum_s: float = 0.0
     lag_n: int = 0
     lag_max_s: float | None = None
@@ -63,6 +66,7 @@ class Counters:
             parse_errors=self.parse_errors, decrypt_errors=self.decrypt_errors, dropped=self.dropped,
             lag_mean_s=self.lag_sum_s / self.lag_n if self.lag_n else None, lag_max_s=self.lag_max_s,
             connected=connected, protocol=protocol, header=header, reasons=dict(self.reasons),
+            implausible=self.implausible, skipped_bytes=self.skipped_bytes,
         )
 
 
@@ -84,6 +88,7 @@ class Reader:
         self.limited = logutil.RateLimited(log, cfg.general.log_interval)
         self.decoder = frame_decoder(cfg.meter)
         self.framer = make_framer(cfg.meter.protocol, cfg.meter.max_frame)
+        self.gate = PlausibilityGate(cfg.meter.max_power, check_clock=cfg.meter.replay_path is None)
         self.seq = 0
         self.protocol = ""
         self.header = ""
@@ -116,6 +121,11 @@ class Reader:
             except ProtocolError as exc:
                 self._reject(str(exc), "parse")
                 continue
+            why = self.gate.check(reading)
+            if why:
+                self.counters.implausible += 1
+                self._reject(f"implausible reading: {why}", "implausible")
+                continue
             self.seq += 1
             self.counters.frames_ok += 1
             self.protocol, self.header = reading.protocol, reading.header
@@ -134,6 +144,19 @@ class Reader:
             batch, self._batch = self._batch, []
             self.deliver(batch)
 
+    def feed(self, data: bytes) -> None:
+        """Frame, decode and deliver one chunk of bytes; count the bytes outside any frame."""
+        self.handle(self.framer.feed(data))
+        self._count_skipped()
+
+    def _count_skipped(self) -> None:
+        skipped = getattr(self.framer, "skipped", 0)
+        c = self.counters
+        if skipped > c.skipped_bytes:
+            c.skipped_bytes = skipped
+            self.limited.warning("skipped", "%d bytes outside any frame so far (noise, or not this protocol)",
+                                 skipped)
+
     def _reject(self, reason: str, kind: str) -> None:
         c = self.counters
         c.frames_bad += 1
@@ -141,6 +164,8 @@ class Reader:
             c.crc_errors += 1
         elif kind == "decrypt":
             c.decrypt_errors += 1
+        elif kind == "implausible":
+            pass
         else:
             c.parse_errors += 1
         short = reason.split(":")[0][:60]
@@ -221,7 +246,7 @@ class Reader:
                 while not self._stop():
                     data = src.read_some()
                     if data:
-                        self.handle(self.framer.feed(data))
+                        self.feed(data)
                     self.maybe_status()
                     if self.counters.frames_ok > ok_before:
                         backoff = 0.5
@@ -252,7 +277,7 @@ class Reader:
                 data = src.read_some()
                 if not data:
                     break
-                self.handle(self.framer.feed(data))
+                self.feed(data)
                 self.maybe_status()
             if not self._stop():  # stopped mid-capture: the cut telegram is not a bad frame
                 self.handle(self.framer.flush())

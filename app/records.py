@@ -109,6 +109,8 @@ class ReaderStatus:
     protocol: str = ""
     header: str = ""
     reasons: dict[str, int] = field(default_factory=dict)
+    implausible: int = 0  # decoded readings the plausibility gate rejected (also in frames_bad)
+    skipped_bytes: int = 0  # bytes outside any frame of the framer in use (noise, other protocols)
 
 
 def make_value(value: Number | str | None, unit: str | None) -> Value:

@@ -1,20 +1,26 @@
-"""Protocol sniffing: pick the frame reader from the byte stream, and the framer factory.
+"""Protocol detection: every frame reader reads the whole stream, and the one that yields good frames is used.
 
-    '/' + 3 letters + 1 char        DSMR text telegram          -> DsmrFramer
-    7E A0..AF                       HDLC (frame format type 0xA) -> HdlcFramer
-    68 L L 68                       wired M-Bus long frame       -> MbusFramer
-    DB|DC 08 / 0F <invoke id> ...   bare DLMS APDU               -> RawApduFramer
+    '/' + 3 letters + 1 char        DSMR text telegram (CRC-16)       -> DsmrFramer
+    7E A0..AF                       HDLC (HCS + FCS)                  -> HdlcFramer
+    68 L L 68 ... CS 16             wired M-Bus long frame (checksum) -> MbusFramer
+    DB|DC 08 / 0F <invoke id> ...   bare DLMS APDU (no link check)    -> RawApduFramer
 
-The earliest signature in the stream wins (the link layer's start comes before the APDU it
-carries). A choice is provisional until the framer yields its first good frame: if it yields
-only bad frames (or nothing for 2 x max_frame bytes, or binary bytes after a DSMR '/') the
-bytes it was given are sniffed again from one byte further on. A confirmed choice is dropped
-after 10 bad frames in a row.
+All framers are fed every byte, so each byte is examined a bounded number of times (linear
+time whatever the stream holds) and no choice ever has to be replayed. The frames of one
+framer, the one holding the lock, are passed on:
+
+- without a lock, the first framer with a link check to yield a good frame takes it (raw APDUs,
+  having none, need 2 good frames, or the end of the stream); until then the bad frames of the
+  framers with a link check are passed on (so a stream of bad telegrams is counted);
+- a framer with a link check takes the lock from one without (raw APDUs) at its first good
+  frame; any other framer takes it after 2 good frames while the holder yielded none, and
+  those frames are passed on too (nothing is lost to a wrong lock);
+- the holder loses the lock after 4 x max_frame bytes without a good frame of its own.
+
+`skipped` counts bytes outside any frame of the framer in use (without a lock: of every framer).
 """
 
 from __future__ import annotations
-
-import re
 
 from app.framing import Frame, Framer
 from app.framing.dsmr import DsmrFramer
@@ -23,121 +29,131 @@ from app.framing.mbus import MbusFramer
 from app.framing.raw import RawApduFramer
 
 PROTOCOLS = ("auto", "dsmr", "dlms")
-_SIGNATURES = re.compile(
-    rb"(?P<dsmr>/[A-Za-z]{3}[\x21-\x7e])"
-    rb"|(?P<hdlc>\x7e[\xa0-\xaf])"
-    rb"|(?P<mbus>\x68(?P<len>[\x03-\xff])(?P=len)\x68)"
-    rb"|(?P<raw>[\xdb\xdc]\x08|\x0f[\x00-\xff]{4}(?:\x00[\x01\x02]|\x09\x0c|\x0c\x07))",
-    re.S,
-)
-_NOT_TEXT = re.compile(rb"[^\t\n\r\x20-\x7e]")
-_TAIL = 8  # bytes kept while no signature is seen: a signature may straddle two reads
-_MAX_BAD_UNCONFIRMED = 2
-_MAX_BAD_CONFIRMED = 10
+_KINDS = {"dsmr": DsmrFramer, "hdlc": HdlcFramer, "mbus": MbusFramer, "raw": RawApduFramer}
+_UNCHECKED = frozenset({"raw"})  # no link-layer check: any stronger framer's good frame wins
+_TAKE_OVER = 2  # good frames another framer needs, while the holder yields none, to take the lock
+_MAX_HELD = 4
+_QUIET_FRAMES = 4  # x max_frame bytes without a good frame: the lock is dropped
 
 
 class AutoFramer:
-    """Sniffs DSMR text, HDLC, M-Bus or raw APDUs and delegates to that framer; never raises."""
+    """Runs the DSMR, HDLC, M-Bus and raw-APDU framers side by side; passes on the lock holder's frames."""
 
     def __init__(self, max_frame: int = 16384, allow_dsmr: bool = True) -> None:
         self.max_frame = max_frame
         self.allow_dsmr = allow_dsmr
-        self.mode: str | None = None  # "dsmr" | "hdlc" | "mbus" | "raw" once chosen
-        self.confirmed = False
-        self.skipped = 0
-        self._framer: Framer | None = None
-        self._buf = bytearray()  # unsynced bytes while no mode is chosen
-        self._history = bytearray()  # bytes given to an unconfirmed framer
-        self._bad = 0
+        self.framers: dict[str, Framer] = {
+            name: cls(max_frame) for name, cls in _KINDS.items() if allow_dsmr or name != "dsmr"
+        }
+        self.mode: str | None = None  # the framer holding the lock
+        self.skipped = 0  # bytes outside any frame of the framer in use
+        self.switches = 0  # times the lock moved from one framer to another
+        self._held: dict[str, list[Frame]] = {name: [] for name in self.framers}
+        self._skipped_seen: dict[str, int] = dict.fromkeys(self.framers, 0)
+        self._quiet = 0  # bytes since the holder's last good frame
+
+    @property
+    def confirmed(self) -> bool:
+        """True while a framer holds the lock."""
+        return self.mode is not None
 
     def feed(self, chunk: bytes) -> list[Frame]:
         """Consume bytes; return the frames they complete, in order."""
-        out: list[Frame] = []
-        pending = bytes(chunk)
-        while pending:
-            if self._framer is None:
-                self._buf += pending
-                pending = b""
-                start = self._sniff()
-                if start < 0:
-                    continue
-                pending = bytes(self._buf[start:])
-                self._buf.clear()
-                self._history.clear()
-                continue
-            if not self.confirmed:
-                self._history += pending
-            frames = self._framer.feed(pending)
-            pending = b""
-            pending = self._judge(frames, out)
-        return out
-
-    def _sniff(self) -> int:
-        """Choose a framer at the earliest signature in `_buf`; its offset, or -1."""
-        for m in _SIGNATURES.finditer(self._buf):
-            kind = m.lastgroup if m.lastgroup != "len" else "mbus"
-            if kind == "dsmr" and not self.allow_dsmr:
-                continue
-            if kind is None:
-                continue
-            self.skipped += m.start()
-            self._start(kind)
-            return m.start()
-        if len(self._buf) > _TAIL:
-            self.skipped += len(self._buf) - _TAIL
-            del self._buf[:-_TAIL]
-        return -1
-
-    def _start(self, kind: str) -> None:
-        self.mode = kind
-        self.confirmed = False
-        self._bad = 0
-        if kind == "dsmr":
-            self._framer = DsmrFramer(self.max_frame)
-        elif kind == "hdlc":
-            self._framer = HdlcFramer(self.max_frame)
-        elif kind == "mbus":
-            self._framer = MbusFramer(self.max_frame)
-        else:
-            self._framer = RawApduFramer(self.max_frame)
-
-    def _judge(self, frames: list[Frame], out: list[Frame]) -> bytes:
-        """Keep or drop the current choice; returns bytes to sniff again (if dropped)."""
-        for f in frames:
-            if f.ok:
-                self.confirmed = True
-                self._history.clear()
-                self._bad = 0
-            else:
-                self._bad += 1
-        out.extend(frames)
-        if not self.confirmed:
-            binary = self.mode == "dsmr" and _NOT_TEXT.search(self._history) is not None
-            if binary or self._bad >= _MAX_BAD_UNCONFIRMED or len(self._history) > 2 * self.max_frame:
-                replay = bytes(self._history[1:])
-                self._reset()
-                return replay
-        elif self._bad >= _MAX_BAD_CONFIRMED:
-            self._reset()
-        return b""
-
-    def _reset(self) -> None:
-        self._framer = None
-        self.mode = None
-        self.confirmed = False
-        self._history.clear()
-        self._bad = 0
+        if not chunk:
+            return []
+        results = {name: framer.feed(chunk) for name, framer in self.framers.items()}
+        self._count_skipped()
+        return self._choose(results, len(chunk))
 
     def flush(self) -> list[Frame]:
-        """End of stream: the current framer's leftovers as bad frames."""
-        out = self._framer.flush() if self._framer is not None else []
-        self._reset()
-        self._buf.clear()
+        """End of stream: every framer's leftovers; the holder's (or the checked ones') are passed on."""
+        results = {name: framer.flush() for name, framer in self.framers.items()}
+        out = self._choose(results, 0)
+        if self.mode is None:  # a lone frame without a link check, at the end of a capture
+            for name in _UNCHECKED & self._held.keys():
+                out.extend(self._held[name][-1:])
+        for held in self._held.values():
+            held.clear()
+        self.mode = None
+        self._quiet = 0
+        return out
+
+    def _count_skipped(self) -> None:
+        deltas = {}
+        for name, framer in self.framers.items():
+            now = getattr(framer, "skipped", 0)
+            deltas[name] = now - self._skipped_seen[name]
+            self._skipped_seen[name] = now
+        self.skipped += deltas[self.mode] if self.mode is not None else min(deltas.values())
+
+    def _choose(self, results: dict[str, list[Frame]], n: int) -> list[Frame]:
+        """The frames to pass on from this chunk; moves the lock where the rules say."""
+        if self.mode is None:
+            return self._unlocked(results)
+        mode = self.mode
+        own = results[mode]
+        if any(f.ok for f in own):
+            self._quiet = 0
+            for held in self._held.values():
+                held.clear()
+            return own
+        self._quiet += n
+        out = list(own)
+        for name, frames in results.items():
+            if name == mode:
+                continue
+            goods = [f for f in frames if f.ok]
+            if not goods:
+                continue
+            held = self._held[name]
+            held.extend(goods)
+            del held[:-_MAX_HELD]
+            if len(held) >= _TAKE_OVER or (mode in _UNCHECKED and name not in _UNCHECKED):
+                out.extend(self._take(name, frames, held))
+                return out
+        if self._quiet > _QUIET_FRAMES * self.max_frame:
+            self.mode = None
+            self._quiet = 0
+            for held in self._held.values():
+                held.clear()
+        return out
+
+    def _unlocked(self, results: dict[str, list[Frame]]) -> list[Frame]:
+        best = ""
+        for name, frames in results.items():
+            if any(f.ok for f in frames) and name not in _UNCHECKED:
+                best = name
+                break
+        if best:
+            self.mode = best
+            self._quiet = 0
+            for held in self._held.values():
+                held.clear()
+            return results[best]
+        for name in _UNCHECKED & results.keys():  # no link check: a second good frame confirms the first
+            frames = results[name]
+            held = self._held[name]
+            held.extend(f for f in frames if f.ok)
+            del held[:-_MAX_HELD]
+            if len(held) >= _TAKE_OVER:
+                return self._take(name, frames, held)
+        return [f for name, frames in results.items() if name not in _UNCHECKED for f in frames]
+
+    def _take(self, name: str, frames: list[Frame], held: list[Frame]) -> list[Frame]:
+        """`name` takes the lock: its held good frames, then the rest of this chunk's frames."""
+        self.mode = name
+        self.switches += 1
+        self._quiet = 0
+        fresh = {id(f) for f in frames}
+        out = [f for f in held if id(f) not in fresh]
+        out.extend(frames)
+        for other in self._held.values():
+            other.clear()
         return out
 
 
 def make_framer(protocol: str, max_frame: int = 16384) -> Framer:
-    """The framer for `[meter] protocol`: auto (sniff all), dsmr (text only), dlms (HDLC/M-Bus/raw)."""
+    """The framer for `[meter] protocol`: auto (all), dsmr (text only), dlms (HDLC/M-Bus/raw)."""
     if protocol == "dsmr":
         return DsmrFramer(max_frame)
     if protocol == "dlms":

@@ -49,38 +49,46 @@ class DsmrFramer:
         self.max_frame = max_frame
         self._buf = bytearray()
         self._scan = 0  # offset in _buf from where to look for '!' / a new header
+        self.skipped = 0  # bytes outside any telegram
 
     def feed(self, chunk: bytes) -> list[Frame]:
-        """Consume bytes; return the frames they complete, in order."""
+        """Consume bytes; return the frames they complete, in order.
+
+        Every byte is searched a bounded number of times: `_scan` remembers how far the buffer
+        was examined, the end mark is looked for only up to the next header and within max_frame.
+        """
         self._buf += chunk
         frames: list[Frame] = []
         buf = self._buf
         while True:
             start = buf.find(b"/")
             if start < 0:
+                self.skipped += len(buf)
                 buf.clear()
                 self._scan = 0
                 break
             if start > 0:
+                self.skipped += start
                 del buf[:start]
                 self._scan = max(0, self._scan - start)
             scan = max(self._scan, 1)
-            eol_bang = buf.find(b"\n!", scan - 1)  # the end mark starts a line
+            limit = min(len(buf), self.max_frame + _MAX_TAIL)
+            restart = self._new_header(buf, max(1, scan - 4), limit)
+            eol_bang = buf.find(b"\n!", scan - 1, restart if restart >= 0 else limit)  # the end mark starts a line
             bang = eol_bang + 1 if eol_bang >= 0 else -1
-            restart = self._new_header(buf, max(1, scan - 4), bang if bang >= 0 else len(buf))
-            if restart >= 0:
+            if bang < 0 and restart >= 0:
                 frames.append(Frame("dsmr", bytes(buf[:restart]), False,
                                     "truncated telegram: a new header came before '!'", "dsmr"))
                 del buf[:restart]
                 self._scan = 0
                 continue
+            if bang > self.max_frame or (bang < 0 and len(buf) > self.max_frame):
+                frames.append(Frame("dsmr", bytes(buf[:64]), False,
+                                    f"telegram longer than {self.max_frame} bytes without '!'", "dsmr"))
+                del buf[: max(1, limit - 4)]  # no header before `limit`: a new one may only straddle it
+                self._scan = 0
+                continue
             if bang < 0:
-                if len(buf) > self.max_frame:
-                    frames.append(Frame("dsmr", bytes(buf[:64]), False,
-                                        f"telegram longer than {self.max_frame} bytes without '!'", "dsmr"))
-                    buf.clear()
-                    self._scan = 0
-                    break
                 self._scan = max(1, len(buf) - 1)
                 break
             lf = buf.find(b"\n", bang + 1, bang + 1 + _MAX_TAIL)

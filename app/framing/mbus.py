@@ -13,10 +13,29 @@ Block-Transfer APDU is joined like on HDLC. Single ACK (E5) and short frames (10
 from __future__ import annotations
 
 from app.framing import Frame
-from app.framing.hdlc import GBT_TAG, GbtAssembler
+from app.framing.hdlc import GBT_TAG, GbtAssembler, _ber_length
+from app.framing.raw import axdr_end
 
 START = 0x68
 STOP = 0x16
+# C fields a long frame carrying data may have: SND_UD (FCB 0/1), RSP_UD (ACD/DFC combinations), SND_NR.
+_C_FIELDS = frozenset((0x53, 0x73, 0x08, 0x18, 0x28, 0x38, 0x44))
+_CIPHERING = (0xDB, 0xDC)
+
+
+def apdu_length_problem(apdu: bytes) -> str:
+    """Why a reassembled APDU's own length does not match its size ('' when it does or cannot tell)."""
+    if apdu[0] in _CIPHERING:
+        if len(apdu) < 11 or apdu[1] != 8:
+            return "ciphering APDU header is cut off"
+        length, pos = _ber_length(apdu, 10)
+        if length < 0 or pos + length != len(apdu):
+            return f"ciphering APDU says {length} bytes, the message holds {len(apdu) - pos}"
+    elif apdu[0] == 0x0F and len(apdu) > 6 and apdu[5] in (0x00, 0x09, 0x0C):
+        pos = 6 if apdu[5] == 0x00 else 19 if apdu[5] == 0x09 else 18
+        if axdr_end(apdu, pos) != len(apdu):
+            return "data-notification body does not end where the message ends"
+    return ""
 
 
 class MbusFramer:
@@ -71,6 +90,9 @@ class MbusFramer:
 
     def _segment(self, segment: bytes, out: list[Frame]) -> None:
         """One good long frame: C A CI STSAP DTSAP data."""
+        if segment[0] not in _C_FIELDS:
+            out.append(self._bad(segment, f"M-Bus C field 0x{segment[0]:02X} is not a data frame"))
+            return
         ci = segment[2]
         if ci > 0x1F:
             out.append(self._bad(segment, f"M-Bus CI 0x{ci:02X} is not a DLMS transport segment"))
@@ -104,6 +126,10 @@ class MbusFramer:
                 out.append(frame)
             return
         if apdu:
+            problem = apdu_length_problem(apdu)
+            if problem:
+                out.append(self._bad(apdu, f"M-Bus message: {problem}"))
+                return
             out.append(Frame("apdu", apdu, True, "", "mbus"))
 
     def _bad(self, data: bytes | bytearray, reason: str) -> Frame:

@@ -10,6 +10,8 @@ the only integrity check.
 
 from __future__ import annotations
 
+import re
+
 from app.framing import Frame
 
 _CIPHERING = (0xDB, 0xDC)
@@ -20,41 +22,68 @@ NEED_MORE = -2
 INVALID = -1
 
 
-def axdr_end(buf: bytes | bytearray, pos: int, depth: int = 0) -> int:
+class AxdrScan:
+    """Finds the end of one A-XDR value, resumable: bytes already walked are not walked again."""
+
+    def __init__(self, pos: int) -> None:
+        self.pos = pos
+        self.remaining = [1]  # values still to read at each nesting level
+
+    def run(self, buf: bytes | bytearray) -> int:
+        """End offset of the value; NEED_MORE if it is cut off (call again with more), INVALID if malformed."""
+        remaining = self.remaining
+        size_of = _FIXED.get
+        while remaining:
+            if remaining[-1] == 0:
+                remaining.pop()
+                continue
+            pos = self.pos
+            if pos >= len(buf):
+                return NEED_MORE
+            tag = buf[pos]
+            size = size_of(tag)
+            if size is not None:
+                if pos + 1 + size > len(buf):
+                    return NEED_MORE
+                self.pos = pos + 1 + size
+                remaining[-1] -= 1
+                continue
+            if tag not in _VARIABLE:
+                return INVALID
+            if pos + 1 >= len(buf):
+                return NEED_MORE
+            first = buf[pos + 1]
+            if first < 0x80:
+                n, body = first, pos + 2
+            else:
+                k = first & 0x7F
+                if k == 0 or k > 4:
+                    return INVALID
+                if pos + 2 + k > len(buf):
+                    return NEED_MORE
+                n, body = int.from_bytes(buf[pos + 2 : pos + 2 + k], "big"), pos + 2 + k
+            if tag in (0x01, 0x02):
+                if len(remaining) > _MAX_DEPTH:
+                    return INVALID
+                remaining[-1] -= 1
+                self.pos = body
+                remaining.append(n)
+                continue
+            end = body + (n + 7 >> 3 if tag == 0x04 else n)
+            if end > len(buf):
+                return NEED_MORE
+            self.pos = end
+            remaining[-1] -= 1
+        return self.pos
+
+
+def axdr_end(buf: bytes | bytearray, pos: int) -> int:
     """End offset of the A-XDR value at `pos`; NEED_MORE if it is cut off, INVALID if malformed."""
-    if pos >= len(buf):
-        return NEED_MORE
-    tag = buf[pos]
-    pos += 1
-    size = _FIXED.get(tag)
-    if size is not None:
-        return pos + size if pos + size <= len(buf) else NEED_MORE
-    if pos >= len(buf):
-        return NEED_MORE
-    first = buf[pos]
-    if first < 0x80:
-        n, pos = first, pos + 1
-    else:
-        k = first & 0x7F
-        if k == 0 or k > 4:
-            return INVALID
-        if pos + 1 + k > len(buf):
-            return NEED_MORE
-        n, pos = int.from_bytes(buf[pos + 1 : pos + 1 + k], "big"), pos + 1 + k
-    if tag in (0x01, 0x02):
-        if depth >= _MAX_DEPTH:
-            return INVALID
-        for _ in range(n):
-            pos = axdr_end(buf, pos, depth + 1)
-            if pos < 0:
-                return pos
-        return pos
-    if tag in (0x09, 0x0A, 0x0C):
-        return pos + n if pos + n <= len(buf) else NEED_MORE
-    if tag == 0x04:
-        nbytes = (n + 7) >> 3
-        return pos + nbytes if pos + nbytes <= len(buf) else NEED_MORE
-    return INVALID
+    return AxdrScan(pos).run(buf)
+
+
+_VARIABLE = frozenset((0x01, 0x02, 0x04, 0x09, 0x0A, 0x0C))
+_START = re.compile(rb"[\x0f\xdb\xdc]")
 DATA_NOTIFICATION = 0x0F
 
 
@@ -65,6 +94,7 @@ class RawApduFramer:
         self.max_frame = max_frame
         self.skipped = 0
         self._buf = bytearray()
+        self._scan: AxdrScan | None = None  # the body walk of a data-notification waiting for more bytes
 
     def feed(self, chunk: bytes) -> list[Frame]:
         """Consume bytes; return the frames they complete, in order."""
@@ -84,26 +114,25 @@ class RawApduFramer:
                     out.append(Frame("apdu", bytes(buf[:64]), False,
                                      f"APDU longer than {self.max_frame} bytes", "raw"))
                     del buf[:1]
+                    self._scan = None
                     continue
                 break
             if size < 0:
+                self._scan = None
                 nxt = self._next_start(buf)
                 self.skipped += nxt
                 del buf[:nxt]
                 continue
             out.append(Frame("apdu", bytes(buf[:size]), True, "", "raw"))
             del buf[:size]
+            self._scan = None
         return out
 
     @staticmethod
     def _next_start(buf: bytearray) -> int:
         """Offset of the next byte that may start an APDU (at least 1)."""
-        best = len(buf)
-        for tag in (0xDB, 0xDC, DATA_NOTIFICATION):
-            i = buf.find(tag, 1)
-            if 0 < i < best:
-                best = i
-        return best
+        m = _START.search(buf, 1)
+        return m.start() if m is not None else len(buf)
 
     def _ciphering_size(self, buf: bytearray) -> int:
         """Total size of the ciphering APDU at buf[0]; 0 = need more, -1 = not one."""
@@ -151,7 +180,9 @@ class RawApduFramer:
             return -1
         if len(buf) <= pos:
             return 0
-        end = axdr_end(buf, pos)
+        if self._scan is None:
+            self._scan = AxdrScan(pos)
+        end = self._scan.run(buf)
         if end == NEED_MORE:
             return 0 if len(buf) < self.max_frame else -1
         if end == INVALID or end > self.max_frame:
@@ -165,4 +196,5 @@ class RawApduFramer:
             out.append(Frame("apdu", bytes(self._buf[:64]), False,
                              f"stream ended inside an APDU ({len(self._buf)} bytes)", "raw"))
         self._buf.clear()
+        self._scan = None
         return out

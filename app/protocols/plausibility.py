@@ -1,0 +1,128 @@
+"""Plausibility gate for decoded readings of every meter kind (pure: readings in, verdicts out).
+
+A reading is implausible when
+- it carries no value at all;
+- a voltage, current or power lies outside physical bounds: voltage 0..300 V, current
+  up to max_power / 230 V either way, power 0..max_power;
+- a cumulative counter (energy, gas) goes backwards, or an energy counter rises faster than
+  max_power allows over the time since the last accepted reading (+ 10 Wh of rounding);
+- the meter's clock jumps more than 5 minutes against the receive clock, or the meter id changes.
+
+The relational checks compare with the last accepted reading. When 3 readings in a row fail them
+but agree with each other (a meter replaced, a counter reset, a clock set), the newest becomes
+the new reference: a real change is believed after 3 readings, a corrupted frame never.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from app.obis import ENERGY_FIELDS, FIELD_UNITS
+from app.records import Reading
+
+DEFAULT_MAX_POWER_W = 3 * 63 * 230.0  # a 3 x 63 A connection at 230 V: 43.47 kW
+MAX_VOLTAGE_V = 300.0
+NOMINAL_VOLTAGE_V = 230.0
+ENERGY_SLACK_KWH = 0.010
+CLOCK_JUMP_S = 300.0
+REBASELINE_AFTER = 3
+_POWER = frozenset(name for name, unit in FIELD_UNITS.items() if unit == "kW")
+_VOLTAGE = frozenset(name for name, unit in FIELD_UNITS.items() if unit == "V")
+_CURRENT = frozenset(name for name, unit in FIELD_UNITS.items() if unit == "A")
+
+
+def bounds_problem(fields: dict[str, float], max_power_w: float) -> str:
+    """Why a reading's instantaneous values are physically impossible ('' when they are not)."""
+    max_kw = max_power_w / 1000.0
+    max_a = max_power_w / NOMINAL_VOLTAGE_V
+    for name, value in fields.items():
+        if value != value:  # NaN
+            return f"{name} is not a number"
+        if name in _POWER and not 0.0 <= value <= max_kw:
+            return f"{name} = {value:g} kW outside 0..{max_kw:g} kW (max_power)"
+        if name in _VOLTAGE and not 0.0 <= value <= MAX_VOLTAGE_V:
+            return f"{name} = {value:g} V outside 0..{MAX_VOLTAGE_V:g} V"
+        if name in _CURRENT and not -max_a <= value <= max_a:  # some meters sign the current by direction
+            return f"{name} = {value:g} A outside -{max_a:g}..{max_a:g} A"
+        if name in ENERGY_FIELDS and value < 0.0:
+            return f"{name} = {value:g} is negative"
+    return ""
+
+
+@dataclass(frozen=True, slots=True)
+class _Ref:
+    """What a later reading is compared with."""
+
+    meter_id: str
+    meter_time: datetime | None
+    received: datetime
+    counters: dict[str, float]
+
+
+def _ref(reading: Reading) -> _Ref:
+    counters = {k: v for k, v in reading.fields.items() if k in ENERGY_FIELDS}
+    return _Ref(reading.meter_id, reading.meter_time, reading.received, counters)
+
+
+def relation_problem(ref: _Ref, new: _Ref, max_power_w: float, check_clock: bool = True) -> str:
+    """Why `new` cannot follow `ref` ('' when it can)."""
+    if ref.meter_id and new.meter_id and new.meter_id != ref.meter_id:
+        return f"meter id changed from {ref.meter_id!r} to {new.meter_id!r}"
+    wall_s = (new.received - ref.received).total_seconds()
+    if ref.meter_time is not None and new.meter_time is not None:
+        meter_s = (new.meter_time - ref.meter_time).total_seconds()
+        if meter_s < -CLOCK_JUMP_S or (check_clock and meter_s - max(wall_s, 0.0) > CLOCK_JUMP_S):
+            return f"meter clock jumped {meter_s:+.0f} s in {wall_s:.0f} s"
+        elapsed_s = max(meter_s, 0.0)
+    else:
+        elapsed_s = max(wall_s, 0.0)
+    max_kwh = max_power_w / 1000.0 * elapsed_s / 3600.0 + ENERGY_SLACK_KWH
+    for name, value in new.counters.items():
+        old = ref.counters.get(name)
+        if old is None:
+            continue
+        if value < old - 1e-9:
+            return f"{name} went backwards from {old:g} to {value:g}"
+        if name != "total_gas_consumption" and value - old > max_kwh:
+            return f"{name} rose {value - old:g} kWh in {elapsed_s:.0f} s (more than max_power allows)"
+    return ""
+
+
+class PlausibilityGate:
+    """Judges each reading against physics and the last accepted reading; `check` returns why not."""
+
+    def __init__(self, max_power_w: float = DEFAULT_MAX_POWER_W, check_clock: bool = True) -> None:
+        self.max_power_w = max_power_w
+        self.check_clock = check_clock
+        self.rebaselined = 0
+        self._ref: _Ref | None = None
+        self._candidate: _Ref | None = None
+        self._run = 0
+
+    def check(self, reading: Reading) -> str:
+        """'' when the reading is plausible (it becomes the reference), else the reason it is not."""
+        if not reading.values:
+            return "reading carries no value"
+        why = bounds_problem(reading.fields, self.max_power_w)
+        if why:
+            return why
+        new = _ref(reading)
+        if self._ref is None:
+            self._ref = new
+            return ""
+        why = relation_problem(self._ref, new, self.max_power_w, self.check_clock)
+        if not why:
+            self._ref, self._candidate, self._run = new, None, 0
+            return ""
+        if self._candidate is not None and not relation_problem(self._candidate, new, self.max_power_w,
+                                                                self.check_clock):
+            self._run += 1
+        else:
+            self._run = 1
+        self._candidate = new
+        if self._run >= REBASELINE_AFTER:
+            self._ref, self._candidate, self._run = new, None, 0
+            self.rebaselined += 1
+            return ""
+        return why
