@@ -11,6 +11,7 @@ from zoneinfo import ZoneInfo
 
 from app.config import Config
 from app.errors import ProtocolError
+from app.framing import Frame
 from app.framing.auto import make_framer
 from app.protocols.peaks import MONTH_PEAKS_REF, peaks_json
 from app.protocols.route import FrameDecoder
@@ -57,35 +58,41 @@ def _say_profiles() -> None:
     logger.setLevel(logging.INFO)
 
 
+CHUNK_BYTES = 1 << 16  # --decode reads the capture in chunks: constant memory whatever its size
+
+
 def decode_file(path: str, cfg: Config) -> int:
-    """Decode a capture; exit 0 if at least one frame decoded, 1 otherwise."""
+    """Decode a capture chunk by chunk; exit 0 if at least one frame decoded, 1 otherwise."""
     try:
-        with open(path, "rb") as fh:
-            data = fh.read()
+        fh = open(path, "rb")  # noqa: SIM115 - closed below
     except OSError as exc:
         print(f"smartmeter: cannot read {path}: {exc}", file=sys.stderr)
         return 2
     _say_profiles()
-    framer = make_framer(cfg.meter.protocol, max(cfg.meter.max_frame, 1 << 16))
     m = cfg.meter
-    decoder = FrameDecoder(ZoneInfo(m.timezone), m.key, m.auth_key, m.profile)
-    good = 0
-    frames = framer.feed(data) + framer.flush()
-    for n, frame in enumerate(frames, 1):
-        if not frame.ok:
-            print(f"frame {n}: rejected: {frame.reason}", file=sys.stderr)
-            continue
-        try:
-            reading = decoder.decode(frame, datetime.now(UTC), n)
-        except ProtocolError as exc:
-            print(f"frame {n}: rejected: {exc}", file=sys.stderr)
-            continue
-        good += 1
-        print(json.dumps(reading_json(reading, ZoneInfo(m.timezone)), ensure_ascii=False, default=str))
-    if not frames:
+    framer = make_framer(m.protocol, m.max_frame)  # the appliance's framer and max_frame: one rule for both
+    tz = ZoneInfo(m.timezone)
+    decoder = FrameDecoder(tz, m.key, m.auth_key, m.profile)
+    good = n = 0
+    head = b""  # the capture's first chunk, for the hints
+    with fh:
+        while True:
+            try:
+                data = fh.read(CHUNK_BYTES)
+            except OSError as exc:
+                print(f"smartmeter: cannot read {path}: {exc}", file=sys.stderr)
+                return 2
+            head = head or data
+            frames = framer.feed(data) if data else framer.flush()
+            for frame in frames:
+                n += 1
+                good += _print_frame(decoder, frame, n, tz)
+            if not data:
+                break
+    if not n:
         print(f"{path}: no frame found", file=sys.stderr)
-    if good < len(frames) or not good:
-        for hint in input_hints(data):
+    if good < n or not good:
+        for hint in input_hints(head):
             print(f"smartmeter: hint: {hint}", file=sys.stderr)
     return 0 if good else 1
 
@@ -100,3 +107,17 @@ def input_hints(data: bytes) -> list[str]:
     elif b"\r\r\n" in data:
         hints.append("the lines end in CR CR LF: the capture was converted to Windows line endings")
     return hints
+
+
+def _print_frame(decoder: FrameDecoder, frame: Frame, n: int, tz: ZoneInfo) -> int:
+    """Print frame `n` as JSON (1) or its reject reason on stderr (0)."""
+    if not frame.ok:
+        print(f"frame {n}: rejected: {frame.reason}", file=sys.stderr)
+        return 0
+    try:
+        reading = decoder.decode(frame, datetime.now(UTC), n)
+    except ProtocolError as exc:
+        print(f"frame {n}: rejected: {exc}", file=sys.stderr)
+        return 0
+    print(json.dumps(reading_json(reading, tz), ensure_ascii=False, default=str))
+    return 1

@@ -196,3 +196,112 @@ def test_every_single_bit_flip_in_every_link_capture_is_rejected() -> None:
             frames = feed_all(framer, bytes(data))
             assert _ok(frames) == [], (entry["file"], bit)
             assert any(not f.ok for f in frames) or framer.skipped > 0, (entry["file"], bit)
+
+
+# ------------------------------------------------------------------ auto-detection: any prefix, any interleaving
+
+
+def _sim_telegrams(n: int) -> list[bytes]:
+    from app.simulator import BRUSSELS, SimulatedMeter
+
+    return list(SimulatedMeter(datetime(2026, 6, 21, 12, tzinfo=BRUSSELS)).telegrams(n))
+
+
+DSMR_TELEGRAMS = _sim_telegrams(6)
+MAINS = {"dsmr": DSMR_TELEGRAMS, **{f: [fixture_bytes(f)] for f in HDLC_FILES[:2] + MBUS_FILES}}
+FOREIGN = [*DSMR_TELEGRAMS[:1], *(fixture_bytes(f) for f in HDLC_FILES[:2] + MBUS_FILES),
+           bytes.fromhex("0F00000001000100"), b"\x7e\xa0" * 40, bytes(range(256))]
+
+
+class FedCounting:
+    """Wraps an inner framer and counts the bytes it is fed."""
+
+    def __init__(self, inner: object) -> None:
+        self.inner = inner
+        self.fed = 0
+
+    def feed(self, chunk: bytes) -> list[Frame]:
+        self.fed += len(chunk)
+        return self.inner.feed(chunk)  # type: ignore[attr-defined, no-any-return]
+
+    def flush(self) -> list[Frame]:
+        return self.inner.flush()  # type: ignore[attr-defined, no-any-return]
+
+    @property
+    def skipped(self) -> int:
+        return getattr(self.inner, "skipped", 0)
+
+
+@SETTINGS
+@given(st.lists(st.sampled_from(FOREIGN + DSMR_TELEGRAMS) | st.binary(max_size=200), max_size=12),
+       st.lists(st.integers(0, 20000), max_size=12))
+def test_auto_feeds_every_byte_to_each_framer_exactly_once(pieces: list[bytes], cuts: list[int]) -> None:
+    data = b"".join(pieces)
+    auto = AutoFramer()
+    auto.framers = {name: FedCounting(f) for name, f in auto.framers.items()}  # type: ignore[misc]
+    for chunk in _chunked(data, cuts):
+        auto.feed(chunk)
+    auto.flush()
+    assert all(f.fed == len(data) for f in auto.framers.values())  # type: ignore[attr-defined]
+
+
+@SETTINGS
+@given(st.binary(max_size=300) | st.sampled_from([bytes.fromhex("0F00000001000100"), b"\x7e\xa0" * 50]),
+       st.lists(st.integers(0, 20000), max_size=8))
+def test_auto_any_prefix_loses_no_telegram(prefix: bytes, cuts: list[int]) -> None:
+    frames: list[Frame] = []
+    auto = AutoFramer()
+    for chunk in _chunked(prefix + b"".join(DSMR_TELEGRAMS), cuts):
+        frames += auto.feed(chunk)
+    assert [f.data for f in frames if f.ok and f.kind == "dsmr"] == DSMR_TELEGRAMS
+    assert auto.mode == "dsmr"
+
+
+def test_auto_noise_prefix_then_1000_telegrams() -> None:
+    telegrams = _sim_telegrams(1000)
+    auto = AutoFramer()
+    frames = auto.feed(bytes.fromhex("0F00000001000100") + b"".join(telegrams)) + auto.flush()
+    assert sum(f.ok and f.kind == "dsmr" for f in frames) == 1000  # was: 0, locked onto raw APDUs
+    assert auto.skipped >= 8
+
+
+@SETTINGS
+@given(st.sampled_from(sorted(MAINS)), st.lists(st.tuples(st.integers(0, 100), st.integers(0, 100)), max_size=6),
+       st.lists(st.integers(0, 20000), max_size=8))
+def test_auto_single_foreign_frames_never_steal_the_lock(main: str, inserts: list[tuple[int, int]],
+                                                         cuts: list[int]) -> None:
+    units = MAINS[main] * (6 // len(MAINS[main]))
+    stream: list[bytes] = []
+    spots = {at % len(units): FOREIGN[which % len(FOREIGN)] for at, which in inserts}
+    for i, unit in enumerate(units):
+        stream.append(unit)
+        if i in spots and i < len(units) - 2 and spots[i] not in units:
+            stream.append(spots[i])  # one foreign frame between two of the stream's own
+    data = b"".join(stream)
+    expected = [f.data for u in units for f in feed_all(AutoFramer(), u) if f.ok]
+    auto = AutoFramer()
+    frames: list[Frame] = []
+    for chunk in _chunked(data, cuts):
+        frames += auto.feed(chunk)
+    frames += auto.flush()
+    got = [f.data for f in frames if f.ok]
+    it = iter(got)
+    assert all(any(g == e for g in it) for e in expected)  # every frame of the stream, in order
+    inserted = len(stream) - len(units)  # a foreign frame of the same link layer is a frame of the stream
+    assert sum(1 for f in frames if f.ok and f.data not in expected) <= inserted
+
+
+def test_mbus_frame_inside_a_dsmr_stream_does_not_hold_mbus_mode() -> None:
+    telegrams = _sim_telegrams(400)
+    mbus = fixture_bytes(MBUS_FILES[0])
+    auto = AutoFramer()
+    frames = auto.feed(b"".join(telegrams[:30]) + mbus + b"".join(telegrams[30:]))
+    assert auto.mode == "dsmr"
+    assert sum(f.ok and f.kind == "dsmr" for f in frames) == 400  # was: 368 telegrams lost in M-Bus mode
+
+
+def test_auto_all_bad_crc_rejects_each_telegram_once() -> None:
+    bad = [t[:-6] + b"%04X\r\n" % ((int(t[-6:-2], 16) + 1) & 0xFFFF) for t in _sim_telegrams(200)]
+    auto = AutoFramer()
+    frames = auto.feed(b"".join(bad)) + auto.flush()
+    assert len(frames) == 200 and not any(f.ok for f in frames)  # was: n(n+1)/2 replays

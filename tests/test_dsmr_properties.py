@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from hypothesis import given, settings
@@ -82,3 +83,57 @@ def test_truncated_telegram_then_good_one(name: str, cut: int) -> None:
     tele = TELEGRAMS[name]
     frames = _feed_all([tele[: max(1, len(tele) - cut)], tele])
     assert [d for ok, d in frames if ok] == [tele]
+
+
+# ------------------------------------------------------------------ linear time, one max_frame rule
+
+
+class ScanCounting(bytearray):
+    """A framer buffer that counts the bytes its find() calls examine."""
+
+    scanned = 0
+
+    def find(self, sub: Any, start: Any = None, end: Any = None) -> int:  # type: ignore[override]
+        r = super().find(sub, start, end)
+        lo = 0 if start is None else start
+        hi = len(self) if end is None else min(end, len(self))
+        width = len(sub) if isinstance(sub, bytes | bytearray) else 1
+        ScanCounting.scanned += max(0, (r + width if r >= 0 else hi) - lo)
+        return r
+
+
+def _scanned(data: bytes, chunk: int = 0) -> int:
+    framer = DsmrFramer()
+    framer._buf = ScanCounting()
+    ScanCounting.scanned = 0
+    step = chunk or len(data) or 1
+    for i in range(0, len(data), step):
+        framer.feed(data[i : i + step])
+    return ScanCounting.scanned
+
+
+def test_header_flood_in_one_chunk_is_scanned_in_linear_time() -> None:
+    header = b"/ISK5\\2M550T-1012\r\n"
+    small, large = _scanned(header * 2000), _scanned(header * 8000)
+    assert small <= 8 * len(header) * 2000  # was: every header searched the rest of the chunk for '!'
+    assert large <= 4.5 * small
+
+
+@settings(max_examples=150)
+@given(st.lists(st.sampled_from([b"/ISK5\\2M550T-1012\r\n", b"1-0:1.8.1(000001.000*kWh)\r\n", b"!",
+                                 b"\r\n!ABCD\r\n", b"/", b"\n", b"\x00\xff"]), max_size=300),
+       st.integers(0, 64))
+def test_every_byte_is_examined_a_bounded_number_of_times(pieces: list[bytes], chunk: int) -> None:
+    data = b"".join(pieces)
+    assert _scanned(data, chunk) <= 8 * len(data) + 64
+
+
+def test_max_frame_holds_when_a_long_telegram_arrives_in_one_chunk() -> None:
+    from app.framing.dsmr import crc16_arc
+
+    body = b"/ISK5\\2M550T-1012\r\n\r\n" + b"0-0:96.13.0(" + b"41" * 12000 + b")\r\n!"
+    telegram = body + b"%04X\r\n" % crc16_arc(body)
+    assert len(telegram) > 16384
+    frames = DsmrFramer(16384).feed(telegram)
+    assert frames and not any(f.ok for f in frames)  # was: accepted whole, the appliance's rule skipped
+    assert [f.ok for f in DsmrFramer(32768).feed(telegram)] == [True]

@@ -22,6 +22,8 @@ framer, the one holding the lock, are passed on:
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from app.framing import Frame, Framer
 from app.framing.dsmr import DsmrFramer
 from app.framing.hdlc import HdlcFramer
@@ -29,10 +31,13 @@ from app.framing.mbus import MbusFramer
 from app.framing.raw import RawApduFramer
 
 PROTOCOLS = ("auto", "dsmr", "dlms")
-_KINDS = {"dsmr": DsmrFramer, "hdlc": HdlcFramer, "mbus": MbusFramer, "raw": RawApduFramer}
+_KINDS: dict[str, Callable[[int], Framer]] = {
+    "dsmr": DsmrFramer, "hdlc": HdlcFramer, "mbus": MbusFramer, "raw": RawApduFramer,
+}
 _UNCHECKED = frozenset({"raw"})  # no link-layer check: any stronger framer's good frame wins
 _TAKE_OVER = 2  # good frames another framer needs, while the holder yields none, to take the lock
 _MAX_HELD = 4
+_SLICE = 256  # bytes fed to all framers before the lock is judged
 _QUIET_FRAMES = 4  # x max_frame bytes without a good frame: the lock is dropped
 
 
@@ -59,19 +64,22 @@ class AutoFramer:
 
     def feed(self, chunk: bytes) -> list[Frame]:
         """Consume bytes; return the frames they complete, in order."""
-        if not chunk:
-            return []
-        results = {name: framer.feed(chunk) for name, framer in self.framers.items()}
-        self._count_skipped()
-        return self._choose(results, len(chunk))
+        out: list[Frame] = []
+        for i in range(0, len(chunk), _SLICE):  # decisions follow the stream closely, not the read size
+            piece = chunk[i : i + _SLICE]
+            results = {name: framer.feed(piece) for name, framer in self.framers.items()}
+            self._count_skipped()
+            out += self._choose(results, len(piece))
+        return out
 
     def flush(self) -> list[Frame]:
         """End of stream: every framer's leftovers; the holder's (or the checked ones') are passed on."""
         results = {name: framer.flush() for name, framer in self.framers.items()}
-        out = self._choose(results, 0)
-        if self.mode is None:  # a lone frame without a link check, at the end of a capture
-            for name in _UNCHECKED & self._held.keys():
-                out.extend(self._held[name][-1:])
+        lone = [name for name in _UNCHECKED & self._held.keys() if self._held[name]]
+        if self.mode is None and lone:  # a lone frame without a link check, at the end of a capture
+            out = self._take(lone[0], results[lone[0]], self._held[lone[0]])
+        else:
+            out = self._choose(results, 0)
         for held in self._held.values():
             held.clear()
         self.mode = None
@@ -119,11 +127,11 @@ class AutoFramer:
         return out
 
     def _unlocked(self, results: dict[str, list[Frame]]) -> list[Frame]:
-        best = ""
+        best, most = "", 0
         for name, frames in results.items():
-            if any(f.ok for f in frames) and name not in _UNCHECKED:
-                best = name
-                break
+            goods = sum(f.ok for f in frames)
+            if goods > most and name not in _UNCHECKED:
+                best, most = name, goods
         if best:
             self.mode = best
             self._quiet = 0

@@ -120,7 +120,7 @@ class DlmsDecoder:
                 raise DecryptionError(f"{security.WRONG_KEY} ({exc})") from None
             raise
         reading = self._reading(body, apdu_time, system_title, received, seq)
-        if frame.link in ("hdlc", "mbus") or verified:
+        if frame.link == "hdlc" or verified:  # an M-Bus 8-bit sum is no CRC
             return _with_crc(reading, True)
         return reading
 

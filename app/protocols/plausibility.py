@@ -2,11 +2,15 @@
 
 A reading is implausible when
 - it carries no value at all;
-- a voltage, current or power lies outside physical bounds: voltage 0..300 V, current
+- a voltage, current or power lies outside physical bounds: voltage 0..5 V (a dead or unmeasured
+  phase) or 80..300 V, current
   up to max_power / 230 V either way, power 0..max_power;
 - a cumulative counter (energy, gas) goes backwards, or an energy counter rises faster than
   max_power allows over the time since the last accepted reading (+ 10 Wh of rounding);
-- the meter's clock jumps more than 5 minutes against the receive clock, or the meter id changes.
+- active power exceeds the apparent power V x I of the phases, or the apparent power is above
+  2.3 kVA at a power factor below 0.2 (a house draws no such reactive load);
+- the meter's clock jumps more than 10 s against the receive clock, the meter id changes,
+  a named field of the last accepted reading is missing, or a DLMS push's OBIS list differs.
 
 The relational checks compare with the last accepted reading. When 3 readings in a row fail them
 but agree with each other (a meter replaced, a counter reset, a clock set), the newest becomes
@@ -23,9 +27,14 @@ from app.records import Reading
 
 DEFAULT_MAX_POWER_W = 3 * 63 * 230.0  # a 3 x 63 A connection at 230 V: 43.47 kW
 MAX_VOLTAGE_V = 300.0
+MIN_VOLTAGE_V = 80.0  # a live phase; up to DEAD_PHASE_V an absent or unmeasured one (IT grids)
+DEAD_PHASE_V = 5.0
+DEAD_PHASE_MAX_A = 0.5
 NOMINAL_VOLTAGE_V = 230.0
 ENERGY_SLACK_KWH = 0.010
-CLOCK_JUMP_S = 300.0
+CLOCK_JUMP_S = 10.0
+MIN_POWER_FACTOR = 0.2  # below this, only up to MIN_PF_ABOVE_KVA of apparent power is believed
+MIN_PF_ABOVE_KVA = 2.3
 REBASELINE_AFTER = 3
 _POWER = frozenset(name for name, unit in FIELD_UNITS.items() if unit == "kW")
 _VOLTAGE = frozenset(name for name, unit in FIELD_UNITS.items() if unit == "V")
@@ -41,12 +50,35 @@ def bounds_problem(fields: dict[str, float], max_power_w: float) -> str:
             return f"{name} is not a number"
         if name in _POWER and not 0.0 <= value <= max_kw:
             return f"{name} = {value:g} kW outside 0..{max_kw:g} kW (max_power)"
-        if name in _VOLTAGE and not 0.0 <= value <= MAX_VOLTAGE_V:
-            return f"{name} = {value:g} V outside 0..{MAX_VOLTAGE_V:g} V"
+        if name in _VOLTAGE and not (0.0 <= value <= DEAD_PHASE_V or MIN_VOLTAGE_V <= value <= MAX_VOLTAGE_V):
+            return f"{name} = {value:g} V: neither a dead phase nor {MIN_VOLTAGE_V:g}..{MAX_VOLTAGE_V:g} V"
         if name in _CURRENT and not -max_a <= value <= max_a:  # some meters sign the current by direction
             return f"{name} = {value:g} A outside -{max_a:g}..{max_a:g} A"
         if name in ENERGY_FIELDS and value < 0.0:
             return f"{name} = {value:g} is negative"
+    return apparent_problem(fields)
+
+
+_PHASES = (("l1_voltage", "l1_current"), ("l2_voltage", "l2_current"), ("l3_voltage", "l3_current"))
+
+
+def apparent_problem(fields: dict[str, float]) -> str:
+    """Active power above the apparent power V x I of the phases (when the reading has both) is impossible."""
+    phases = [(fields[v], fields[i]) for v, i in _PHASES if v in fields and i in fields]
+    if not phases:
+        return ""
+    if any(v <= DEAD_PHASE_V and abs(i) > DEAD_PHASE_MAX_A for v, i in phases):
+        return ""  # a phase with current but no voltage: IT grid metering (Aron), V x I says nothing
+    apparent_kva = sum(v * abs(i) for v, i in phases) / 1000.0
+    for name in ("actual_total_consumption", "actual_total_injection"):
+        active = fields.get(name)
+        if active is not None and active > apparent_kva * 1.1 + 0.1:  # + 10 % and 100 W of rounding
+            return f"{name} = {active:g} kW exceeds V x I = {apparent_kva:g} kVA"
+    if "actual_total_consumption" in fields or "actual_total_injection" in fields:
+        active = fields.get("actual_total_consumption", 0.0) + fields.get("actual_total_injection", 0.0)
+        if apparent_kva > max(MIN_PF_ABOVE_KVA, active / MIN_POWER_FACTOR):
+            return (f"V x I = {apparent_kva:g} kVA with {active:g} kW active: "
+                    f"power factor below {MIN_POWER_FACTOR:g}")
     return ""
 
 
@@ -58,17 +90,28 @@ class _Ref:
     meter_time: datetime | None
     received: datetime
     counters: dict[str, float]
+    names: frozenset[str]  # the named fields it has
+    refs: frozenset[str] | None  # a DLMS push's OBIS references (a meter pushes the same list each time)
 
 
 def _ref(reading: Reading) -> _Ref:
     counters = {k: v for k, v in reading.fields.items() if k in ENERGY_FIELDS}
-    return _Ref(reading.meter_id, reading.meter_time, reading.received, counters)
+    refs = frozenset(reading.values) if reading.protocol == "dlms" else None
+    return _Ref(reading.meter_id, reading.meter_time, reading.received, counters, frozenset(reading.fields), refs)
 
 
 def relation_problem(ref: _Ref, new: _Ref, max_power_w: float, check_clock: bool = True) -> str:
     """Why `new` cannot follow `ref` ('' when it can)."""
     if ref.meter_id and new.meter_id and new.meter_id != ref.meter_id:
         return f"meter id changed from {ref.meter_id!r} to {new.meter_id!r}"
+    missing = ref.names - new.names
+    if missing:
+        return f"{', '.join(sorted(missing))} missing (in the previous reading)"
+    if ref.refs is not None and new.refs is not None and new.refs != ref.refs:
+        odd = sorted(new.refs ^ ref.refs)[:3]
+        return f"OBIS list differs from the previous push ({', '.join(odd)})"
+    if ref.meter_time is not None and new.meter_time is None:
+        return "the meter's date-time is missing (in the previous reading)"
     wall_s = (new.received - ref.received).total_seconds()
     if ref.meter_time is not None and new.meter_time is not None:
         meter_s = (new.meter_time - ref.meter_time).total_seconds()

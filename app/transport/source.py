@@ -9,6 +9,8 @@ Serial presets (`serial_format` = data bits, parity, stop bits):
 
 from __future__ import annotations
 
+import select
+import socket
 from typing import Protocol
 
 import serial
@@ -40,8 +42,16 @@ class ByteSource(Protocol):
         ...
 
 
+SOCKET_READ_BYTES = 1 << 16
+
+
 class SerialSource:
-    """A pyserial port opened with `serial_for_url`; reads `in_waiting or 1` bytes."""
+    """A pyserial port opened with `serial_for_url`; reads `in_waiting or 1` bytes, or all a socket holds.
+
+    pyserial's socket:// port reports `in_waiting` as 0 or 1, so a TCP source (ser2net, P1 dongles)
+    would be read a byte at a time: there the socket itself is read, up to 64 KiB per call, so a
+    backlog comes into the reader (whose queue drops the oldest) instead of waiting in the kernel.
+    """
 
     def __init__(self, url: str, baudrate: int, serial_format: str, timeout_s: float) -> None:
         self.port = serial.serial_for_url(
@@ -53,12 +63,26 @@ class SerialSource:
             timeout=timeout_s,
         )
         self.seven_bit = serial_format[0] == "7"
+        self.timeout_s = timeout_s
+        sock = getattr(self.port, "_socket", None)
+        self._socket: socket.socket | None = sock if isinstance(sock, socket.socket) else None
 
     def read_some(self) -> bytes:
         """Read what is waiting (at least one byte or the timeout)."""
-        data: bytes = self.port.read(self.port.in_waiting or 1)
+        data: bytes = self._read_socket() if self._socket is not None else self.port.read(self.port.in_waiting or 1)
         if self.seven_bit and data:
             data = data.translate(_STRIP_PARITY)  # some USB cables hand 7E1 bytes over with the parity bit
+        return data
+
+    def _read_socket(self) -> bytes:
+        """All the socket holds (up to 64 KiB), waiting at most the read timeout; b'' on timeout."""
+        assert self._socket is not None
+        ready, _, _ = select.select([self._socket], [], [], self.timeout_s)
+        if not ready:
+            return b""
+        data = self._socket.recv(SOCKET_READ_BYTES)
+        if not data:
+            raise serial.SerialException("socket disconnected")
         return data
 
     def close(self) -> None:
