@@ -125,7 +125,7 @@ def test_header_flood_in_one_chunk_is_scanned_in_linear_time() -> None:
        st.integers(0, 64))
 def test_every_byte_is_examined_a_bounded_number_of_times(pieces: list[bytes], chunk: int) -> None:
     data = b"".join(pieces)
-    assert _scanned(data, chunk) <= 8 * len(data) + 64
+    assert _scanned(data, chunk) <= 16 * len(data) + 64  # a constant per byte, even read one by one
 
 
 def test_max_frame_holds_when_a_long_telegram_arrives_in_one_chunk() -> None:

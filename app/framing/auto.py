@@ -6,15 +6,16 @@
     DB|DC 08 / 0F <invoke id> ...   bare DLMS APDU (no link check)    -> RawApduFramer
 
 All framers are fed every byte, so each byte is examined a bounded number of times (linear
-time whatever the stream holds) and no choice ever has to be replayed. The frames of one
-framer, the one holding the lock, are passed on:
+time whatever the stream holds) and no choice ever has to be replayed. The lock is judged
+after every 256 bytes; the frames of one framer, the one holding the lock, are passed on:
 
 - without a lock, the first framer with a link check to yield a good frame takes it (raw APDUs,
   having none, need 2 good frames, or the end of the stream); until then the bad frames of the
   framers with a link check are passed on (so a stream of bad telegrams is counted);
 - a framer with a link check takes the lock from one without (raw APDUs) at its first good
-  frame; any other framer takes it after 2 good frames while the holder yielded none, and
-  those frames are passed on too (nothing is lost to a wrong lock);
+  frame; another framer with a link check takes it after 2 good frames while the holder yielded
+  none, the raw-APDU reader after 3 (it also finds the APDUs inside HDLC and M-Bus frames); the
+  frames that won the lock are passed on too (nothing is lost to a wrong lock);
 - the holder loses the lock after 4 x max_frame bytes without a good frame of its own.
 
 `skipped` counts bytes outside any frame of the framer in use (without a lock: of every framer).
@@ -36,6 +37,7 @@ _KINDS: dict[str, Callable[[int], Framer]] = {
 }
 _UNCHECKED = frozenset({"raw"})  # no link-layer check: any stronger framer's good frame wins
 _TAKE_OVER = 2  # good frames another framer needs, while the holder yields none, to take the lock
+_TAKE_OVER_UNCHECKED = 3  # a raw-APDU reader also finds the APDUs inside HDLC/M-Bus frames: one more
 _MAX_HELD = 4
 _SLICE = 256  # bytes fed to all framers before the lock is judged
 _QUIET_FRAMES = 4  # x max_frame bytes without a good frame: the lock is dropped
@@ -116,7 +118,8 @@ class AutoFramer:
             held = self._held[name]
             held.extend(goods)
             del held[:-_MAX_HELD]
-            if len(held) >= _TAKE_OVER or (mode in _UNCHECKED and name not in _UNCHECKED):
+            need = _TAKE_OVER_UNCHECKED if name in _UNCHECKED else 1 if mode in _UNCHECKED else _TAKE_OVER
+            if len(held) >= need:
                 out.extend(self._take(name, frames, held))
                 return out
         if self._quiet > _QUIET_FRAMES * self.max_frame:
