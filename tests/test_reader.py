@@ -85,3 +85,167 @@ def test_auto_baud_rate_finds_a_dsmr22_meter_on_a_real_pty(tmp_path: Path, monke
     readings = [i for i in got if isinstance(i, Reading)]
     assert readings and readings[0].header == "ISk5\\2MT382-1003"
     assert reader.meter.baudrate == "auto"
+
+
+# ------------------------------------------------------------------ auto-detection live, sockets, --decode
+
+NOISE = bytes.fromhex("0F00000001000100")  # a bare data-notification with an empty array: looks like a raw APDU
+
+
+def _mbus_capture() -> bytes:
+    return (FIXTURES / "dlms" / "kaifa_ma309_netznoe_mbus_1.bin").read_bytes()
+
+
+def test_reader_auto_noise_prefix_and_foreign_frame_lose_nothing() -> None:
+    cfg = config.loads("[meter]\nprotocol = auto\n")
+    got: list[Any] = []
+    reader = Reader(cfg, lambda item, wait: got.append(item) or True, lambda: False)
+    telegrams = list(SimulatedMeter(datetime(2026, 6, 21, 12, tzinfo=BRUSSELS)).telegrams(1000))
+    stream = NOISE + b"".join(telegrams[:500]) + _mbus_capture() + b"".join(telegrams[500:])
+    for i in range(0, len(stream), 4096):
+        reader.feed(stream[i : i + 4096])
+    readings = [r for r in got if isinstance(r, Reading)]
+    assert len(readings) == 1000 and all(r.protocol == "dsmr" for r in readings)  # was: 0
+    assert reader.counters.skipped_bytes >= len(NOISE)  # the noise (and the M-Bus frame) is counted
+    status = reader.counters.status(True, "dsmr", "")
+    assert status.skipped_bytes == reader.counters.skipped_bytes
+
+
+def test_live_pty_auto_noise_then_telegrams_all_decoded(tmp_path: Path) -> None:
+    import threading
+
+    from tests.appliance import Pty
+
+    pty = Pty(tmp_path / "ttyUSB0")
+    cfg = config.loads(f"[meter]\nsource = {tmp_path / 'ttyUSB0'}\nprotocol = auto\n")
+    got: list[Any] = []
+    stop = threading.Event()
+    reader = Reader(cfg, lambda item, wait: got.append(item) or True, stop.is_set)
+    thread = threading.Thread(target=reader.run, daemon=True)
+    thread.start()
+    telegrams = SimulatedMeter(datetime(2026, 6, 21, 12, tzinfo=BRUSSELS)).telegrams(250)
+    try:
+        deadline = time.monotonic() + 10
+        while not reader.connected and time.monotonic() < deadline:  # pyserial empties the port on open
+            time.sleep(0.02)
+        time.sleep(0.3)
+        for i, telegram in enumerate(telegrams):
+            pty.write(NOISE + telegram if i == 0 else telegram)
+            if i == 100:
+                pty.write(_mbus_capture())  # a valid M-Bus frame in the DSMR stream
+            if i % 25 == 0:
+                time.sleep(0.05)
+        deadline = time.monotonic() + 30
+        while sum(isinstance(r, Reading) for r in got) < 250 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        thread.join(5)
+        pty.close()
+    readings = [r for r in got if isinstance(r, Reading)]
+    assert len(readings) == 250, reader.counters  # was: 1 empty bogus reading
+    assert all(r.values for r in readings)
+
+
+def test_socket_source_reads_what_the_socket_holds(tmp_path: Path) -> None:
+    import socket
+    import threading
+
+    from app.transport.source import SerialSource
+
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+    telegrams = SimulatedMeter(datetime(2026, 6, 21, 12, tzinfo=BRUSSELS)).telegrams(100)
+
+    def serve() -> None:
+        conn, _ = server.accept()
+        with conn:
+            time.sleep(0.5)  # pyserial empties the socket when it opens it
+            conn.sendall(b"".join(telegrams))
+            time.sleep(3)
+
+    threading.Thread(target=serve, daemon=True).start()
+    cfg = config.loads(f"[meter]\nsource = socket://127.0.0.1:{port}\nprotocol = dsmr\n")
+    got: list[Any] = []
+    reads: list[int] = []
+    stop = threading.Event()
+
+    def factory(baud: int, fmt: str) -> SerialSource:
+        src = SerialSource(cfg.meter.source, baud, fmt, cfg.meter.read_timeout)
+        read = src.read_some
+
+        def counted() -> bytes:
+            data = read()
+            if data:
+                reads.append(len(data))
+            return data
+
+        src.read_some = counted  # type: ignore[method-assign]
+        return src
+
+    reader = Reader(cfg, lambda item, wait: got.append(item) or False, stop.is_set, factory)  # queue "full"
+    thread = threading.Thread(target=reader.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    try:
+        while reader.counters.frames_ok < 100 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        thread.join(5)
+        server.close()
+    assert reader.counters.frames_ok == 100
+    assert len(reads) < 100  # was: one byte per read, ~80,000 reads
+    assert reader.counters.dropped == 100  # the backlog reaches the reader, whose queue drops the oldest
+
+
+def _bad_crc(telegram: bytes) -> bytes:
+    return telegram[:-6] + b"%04X\r\n" % ((int(telegram[-6:-2], 16) + 1) & 0xFFFF)
+
+
+def test_decode_prints_each_reject_once(tmp_path: Path, capsys: Any) -> None:
+    from app.decode import decode_file
+
+    capture = tmp_path / "bad.txt"
+    capture.write_bytes(b"".join(_bad_crc(t) for t in SimulatedMeter(datetime(2026, 6, 21, 12,
+                                                                                  tzinfo=BRUSSELS)).telegrams(60)))
+    assert decode_file(str(capture), config.loads("")) == 1
+    err = capsys.readouterr().err
+    assert err.count("rejected: CRC mismatch") == 60  # was: 60 * 61 / 2 = 1830
+
+
+def test_decode_streams_in_chunks_and_enforces_max_frame(tmp_path: Path, capsys: Any, monkeypatch: Any) -> None:
+    import builtins
+
+    from app import decode
+    from app.framing.dsmr import crc16_arc
+
+    capture = tmp_path / "day.txt"
+    telegrams = SimulatedMeter(datetime(2026, 6, 21, 12, tzinfo=BRUSSELS)).telegrams(300)
+    body = b"/ISK5\\2M550T-1012\r\n\r\n0-0:96.13.0(" + b"41" * 9000 + b")\r\n!"
+    big = body + b"%04X\r\n" % crc16_arc(body)  # 18 kB, valid CRC, above max_frame = 16384
+    capture.write_bytes(b"".join(telegrams) + big)
+    sizes: list[int] = []
+    real_open = builtins.open
+
+    class Spy:
+        def __init__(self, fh: Any) -> None:
+            self.fh = fh
+
+        def read(self, n: int = -1) -> bytes:
+            sizes.append(n)
+            data: bytes = self.fh.read(n)
+            return data
+
+        def __enter__(self) -> Spy:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            self.fh.close()
+
+    monkeypatch.setattr(decode, "open", lambda p, mode="r": Spy(real_open(p, mode)), raising=False)
+    assert decode.decode_file(str(capture), config.loads("")) == 0
+    out, err = capsys.readouterr()
+    assert len(out.splitlines()) == 300
+    assert "longer than 16384 bytes" in err  # was: the 18 kB telegram decoded
+    assert len(sizes) > 2 and all(0 < n <= decode.CHUNK_BYTES for n in sizes)  # never the whole file at once
