@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 # Debian packages whose servers the tests start for real: see tools/test-servers.
 
-.PHONY: venv servers check-tree test lint demo bench clean
+.PHONY: venv servers check-tree test lint demo bench fuzz clean
 
 venv: $(STAMP)
 
@@ -34,6 +34,11 @@ demo: venv
 
 bench: venv servers
 	$(BIN)/python bench/run.py
+
+# The fuzz targets of tests/test_fuzz.py, longer than in `make test` (FUZZ_EXAMPLES per target).
+FUZZ_EXAMPLES ?= 20000
+fuzz: venv
+	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest -p no:cacheprovider -q --timeout=0 tests/test_fuzz.py
 
 clean:
 	rm -rf $(VENV) demo-data .mypy_cache .ruff_cache .hypothesis

@@ -40,6 +40,7 @@ BAD: dict[tuple[str, str], str] = {
     ("meter", "reconnect_max"): "forever",
     ("meter", "read_timeout"): "1 day",
     ("meter", "max_frame"): "12",
+    ("meter", "max_power"): "lots",
     ("control", "settle"): "-5 s",
     ("control", "stale_after"): "soon",
     ("control", "dry_run"): "maybe",
