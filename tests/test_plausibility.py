@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -81,17 +82,28 @@ def test_counters_backwards_or_too_fast_are_rejected_then_rebaselined_after_3() 
 
 def test_clock_jumps_meter_id_and_missing_fields() -> None:
     gate = PlausibilityGate()
-    assert gate.check(reading({"total_consumption": 1.0, "l1_voltage": 230.0})) == ""
-    assert "clock" in gate.check(reading({"total_consumption": 1.0, "l1_voltage": 230.0}, s=1, meter_s=60))
-    assert "clock" in gate.check(reading({"total_consumption": 1.0, "l1_voltage": 230.0}, s=1, meter_s=-60))
-    assert gate.check(reading({"total_consumption": 1.0, "l1_voltage": 230.0}, s=2, meter_s=1)) == ""  # small step
-    assert "meter id" in gate.check(reading({"total_consumption": 1.0, "l1_voltage": 230.0}, s=3, meter_id="M2"))
+    base = {"total_consumption": 1.0, "l1_voltage": 230.0}
+    for s in range(-10, 1):  # 10 s of history: the meter clock keeps real time
+        assert gate.check(reading(base, s=s)) == ""
+    assert gate.pace() == 1.0
+    assert "clock" in gate.check(reading(base, s=1, meter_s=60))
+    assert "clock" in gate.check(reading(base, s=1, meter_s=-60))
+    assert gate.check(reading(base, s=2, meter_s=1)) == ""  # a small step back is a real meter's
+    assert "meter id" in gate.check(reading(base, s=3, meter_id="M2"))
     assert "missing" in gate.check(reading({"total_consumption": 1.0}, s=4))
-    assert "date-time" in gate.check(reading({"total_consumption": 1.0, "l1_voltage": 230.0}, s=5, no_clock=True))
+    assert "date-time" in gate.check(reading(base, s=5, no_clock=True))
     assert "no value" in gate.check(Reading(0, "dlms", "", "", None, T0, {}, {}))
     replay = PlausibilityGate(check_clock=False)  # a fast replay: the receive clock says nothing
     assert replay.check(reading({"total_consumption": 1.0})) == ""
     assert replay.check(reading({"total_consumption": 1.001}, s=0.001, meter_s=5)) == ""
+
+
+def test_a_sped_up_source_keeps_its_pace() -> None:
+    gate = PlausibilityGate()  # make demo: a simulated meter, 144 s of meter time per second
+    for k in range(20):
+        assert gate.check(reading({"total_consumption": 1.0 + k * 0.1}, s=k, meter_s=144 * k)) == ""
+    assert gate.pace() == pytest.approx(144)
+    assert "clock" in gate.check(reading({"total_consumption": 3.0}, s=20, meter_s=144 * 20 + 400))
 
 
 def test_reader_counts_implausible_readings_and_never_delivers_them() -> None:
@@ -137,8 +149,12 @@ def _accepted(entry: dict[str, Any], mutated: bytes) -> tuple[Reading, Reading |
     key = bytes.fromhex(entry["key_hex"])
     data = (FIXTURES / "dlms" / entry["file"]).read_bytes()
     (original,) = _decode_all(data, key, T0)
+    assert original.meter_time is not None
     gate = PlausibilityGate()
-    assert gate.check(original) == ""
+    for s in range(-10, 1):  # a live meter pushing every second: the gate knows its pace
+        step = timedelta(seconds=s)
+        assert gate.check(dataclasses.replace(original, meter_time=original.meter_time + step,
+                                              received=T0 + step)) == ""
     for r in _decode_all(mutated, key, T0 + timedelta(seconds=1)):
         if not gate.check(r):
             return original, r

@@ -160,7 +160,6 @@ def test_socket_source_reads_what_the_socket_holds(tmp_path: Path) -> None:
     def serve() -> None:
         conn, _ = server.accept()
         with conn:
-            time.sleep(0.5)  # pyserial empties the socket when it opens it
             conn.sendall(b"".join(telegrams))
             time.sleep(3)
 

@@ -3,14 +3,16 @@
 A reading is implausible when
 - it carries no value at all;
 - a voltage, current or power lies outside physical bounds: voltage 0..5 V (a dead or unmeasured
-  phase) or 80..300 V, current
-  up to max_power / 230 V either way, power 0..max_power;
+  phase) or 80..300 V, current up to max_power / 230 V either way, power 0..max_power;
 - a cumulative counter (energy, gas) goes backwards, or an energy counter rises faster than
   max_power allows over the time since the last accepted reading (+ 10 Wh of rounding);
 - active power exceeds the apparent power V x I of the phases, or the apparent power is above
   2.3 kVA at a power factor below 0.2 (a house draws no such reactive load);
-- the meter's clock jumps more than 10 s against the receive clock, the meter id changes,
-  a named field of the last accepted reading is missing, or a DLMS push's OBIS list differs.
+- the meter's clock steps back more than 10 s, or runs ahead of the receive clock by more than
+  10 s (+ 10 %) at the pace it has kept (measured over 5 s or more, at least real time; a replay
+  checks meter time only);
+- the meter id changes, a named field of the last accepted reading is missing, or a DLMS push's
+  OBIS list differs.
 
 The relational checks compare with the last accepted reading. When 3 readings in a row fail them
 but agree with each other (a meter replaced, a counter reset, a clock set), the newest becomes
@@ -33,6 +35,7 @@ DEAD_PHASE_MAX_A = 0.5
 NOMINAL_VOLTAGE_V = 230.0
 ENERGY_SLACK_KWH = 0.010
 CLOCK_JUMP_S = 10.0
+PACE_WINDOW_S = 5.0  # receive time over which the meter clock's pace is measured before it is checked
 MIN_POWER_FACTOR = 0.2  # below this, only up to MIN_PF_ABOVE_KVA of apparent power is believed
 MIN_PF_ABOVE_KVA = 2.3
 REBASELINE_AFTER = 3
@@ -100,8 +103,12 @@ def _ref(reading: Reading) -> _Ref:
     return _Ref(reading.meter_id, reading.meter_time, reading.received, counters, frozenset(reading.fields), refs)
 
 
-def relation_problem(ref: _Ref, new: _Ref, max_power_w: float, check_clock: bool = True) -> str:
-    """Why `new` cannot follow `ref` ('' when it can)."""
+def relation_problem(ref: _Ref, new: _Ref, max_power_w: float, pace: float | None = 1.0) -> str:
+    """Why `new` cannot follow `ref` ('' when it can).
+
+    `pace` is how fast the meter clock has been running against the receive clock (1 for a real meter,
+    more for a simulated or sped-up source); None while unknown, or for a replay: then only meter time counts.
+    """
     if ref.meter_id and new.meter_id and new.meter_id != ref.meter_id:
         return f"meter id changed from {ref.meter_id!r} to {new.meter_id!r}"
     missing = ref.names - new.names
@@ -115,7 +122,8 @@ def relation_problem(ref: _Ref, new: _Ref, max_power_w: float, check_clock: bool
     wall_s = (new.received - ref.received).total_seconds()
     if ref.meter_time is not None and new.meter_time is not None:
         meter_s = (new.meter_time - ref.meter_time).total_seconds()
-        if meter_s < -CLOCK_JUMP_S or (check_clock and meter_s - max(wall_s, 0.0) > CLOCK_JUMP_S):
+        expected_s = max(wall_s, 0.0) * (pace or 1.0)
+        if meter_s < -CLOCK_JUMP_S or (pace is not None and meter_s - expected_s > CLOCK_JUMP_S + 0.1 * expected_s):
             return f"meter clock jumped {meter_s:+.0f} s in {wall_s:.0f} s"
         elapsed_s = max(meter_s, 0.0)
     else:
@@ -142,6 +150,26 @@ class PlausibilityGate:
         self._ref: _Ref | None = None
         self._candidate: _Ref | None = None
         self._run = 0
+        self._first: _Ref | None = None  # the first accepted reading since the reference was (re)set
+        self._accepted = 0
+
+    def pace(self) -> float | None:
+        """Meter seconds per receive second over the accepted readings (at least 1); None while unknown."""
+        first, last = self._first, self._ref
+        if not self.check_clock or first is None or last is None or self._accepted < 3:
+            return None
+        if first.meter_time is None or last.meter_time is None:
+            return None
+        wall_s = (last.received - first.received).total_seconds()
+        if wall_s < PACE_WINDOW_S:
+            return None
+        return max(1.0, (last.meter_time - first.meter_time).total_seconds() / wall_s)
+
+    def _accept(self, new: _Ref, restart: bool) -> None:
+        if restart or self._first is None:
+            self._first, self._accepted = new, 0
+        self._ref, self._candidate, self._run = new, None, 0
+        self._accepted += 1
 
     def check(self, reading: Reading) -> str:
         """'' when the reading is plausible (it becomes the reference), else the reason it is not."""
@@ -152,20 +180,20 @@ class PlausibilityGate:
             return why
         new = _ref(reading)
         if self._ref is None:
-            self._ref = new
+            self._accept(new, restart=True)
             return ""
-        why = relation_problem(self._ref, new, self.max_power_w, self.check_clock)
+        pace = self.pace()
+        why = relation_problem(self._ref, new, self.max_power_w, pace)
         if not why:
-            self._ref, self._candidate, self._run = new, None, 0
+            self._accept(new, restart=False)
             return ""
-        if self._candidate is not None and not relation_problem(self._candidate, new, self.max_power_w,
-                                                                self.check_clock):
+        if self._candidate is not None and not relation_problem(self._candidate, new, self.max_power_w, pace):
             self._run += 1
         else:
             self._run = 1
         self._candidate = new
         if self._run >= REBASELINE_AFTER:
-            self._ref, self._candidate, self._run = new, None, 0
+            self._accept(new, restart=True)
             self.rebaselined += 1
             return ""
         return why

@@ -51,6 +51,7 @@ class SerialSource:
     pyserial's socket:// port reports `in_waiting` as 0 or 1, so a TCP source (ser2net, P1 dongles)
     would be read a byte at a time: there the socket itself is read, up to 64 KiB per call, so a
     backlog comes into the reader (whose queue drops the oldest) instead of waiting in the kernel.
+    What a gateway sends right after the connection is made is kept (pyserial would empty it).
     """
 
     def __init__(self, url: str, baudrate: int, serial_format: str, timeout_s: float) -> None:
@@ -61,7 +62,11 @@ class SerialSource:
             parity=_PARITY[serial_format[1].upper()],
             stopbits=serial.STOPBITS_ONE if serial_format[2] == "1" else serial.STOPBITS_TWO,
             timeout=timeout_s,
+            do_not_open=True,
         )
+        if url.startswith("socket://"):  # opening empties the input: keep what a gateway sends on connect
+            self.port.reset_input_buffer = lambda: None  # type: ignore[method-assign]
+        self.port.open()
         self.seven_bit = serial_format[0] == "7"
         self.timeout_s = timeout_s
         sock = getattr(self.port, "_socket", None)
