@@ -4,6 +4,7 @@ telegrams (counters at each local midnight), across the day summer time ends; ta
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from datetime import datetime
 from pathlib import Path
@@ -106,3 +107,15 @@ def test_the_meters_month_peak_is_kept(month: tuple[Path, dict[str, tuple[float,
         assert months["2026-10"]["source"] == "meter" and months["2026-10"]["kw"] >= 2.5
     finally:
         q.close()
+
+
+def test_report_needs_no_gpio_library(month: tuple[Path, dict[str, tuple[float, float, float]]]) -> None:
+    """`--report` drives no pin: a relay in the config must not make it demand a GPIO library (off-Pi use)."""
+    ini, _ = month
+    with_relay = ini.with_name("relay.ini")
+    with_relay.write_text(ini.read_text() + "[relay:boiler]\npin = GPIO17\non_when = export > 1500 W for 60 s\n")
+    env = {k: v for k, v in os.environ.items() if k != "GPIOZERO_PIN_FACTORY"}
+    out = subprocess.run([*Appliance.command(with_relay), "--report", "month", "--json"], capture_output=True,
+                         text=True, timeout=600, cwd=ROOT, env=env)
+    assert out.returncode == 0, out.stderr
+    assert "GPIO" not in out.stderr
