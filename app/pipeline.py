@@ -379,9 +379,10 @@ class PostProcessor:
             why = f" ({missing} decoded but never received: the reader or main stopped first)"
         elif final and missing < 0:
             why = f" (the reader's last counters are {-missing} readings old)"
-        log.info("%d readings processed; reader: %d ok, %d rejected (%d CRC), %d dropped, %d gaps%s%s; "
-                 "queue depth %d, sink backlog %s", self.readings, s.frames_ok, s.frames_bad, s.crc_errors,
-                 s.dropped, self.gaps, why, lag, self.queue_depth, backlog)
+        log.info("%d readings processed; reader: %d ok, %d rejected (%d CRC), %d dropped, %d gaps, "
+                 "%d implausible, %d bytes outside frames%s%s; queue depth %d, sink backlog %s", self.readings,
+                 s.frames_ok, s.frames_bad, s.crc_errors, s.dropped, self.gaps, s.implausible, s.skipped_bytes,
+                 why, lag, self.queue_depth, backlog)
 
     def clock_pace(self) -> float | None:
         """Meter time elapsed per second of receive time since the first reading (None: not known yet)."""
