@@ -507,3 +507,18 @@ def test_the_live_channel_drops_the_oldest_and_never_blocks() -> None:
     # what is left: the first few the channel held, then the newest; the last one is never lost
     assert len(got) <= LIVE_QUEUE + CHANNEL_QUEUE + 1 and got[-1] == LIVE_QUEUE + 100 and got == sorted(got)
     assert got[-LIVE_QUEUE:] == list(range(101, LIVE_QUEUE + 101))
+
+
+def test_history_answers_are_reused_until_the_store_changes(tmp_path: Any) -> None:
+    store = tmp_path / "h.sqlite"
+    store.write_bytes(b"x")
+    FakeHistory.calls, FakeHistory.fail = [], None
+    s = Served(INI + f"[history]\npath = {store}\n")
+    try:
+        path = "/api/energy/smart-meter/history?resolution=day&from=2024-05-01&to=2024-06-01"
+        first = s.get(path)
+        assert s.get(path) == first and len(FakeHistory.calls) == 1  # ten dashboards, one query
+        store.write_bytes(b"xy")  # the recorder committed
+        assert s.get(path) == first and len(FakeHistory.calls) == 2
+    finally:
+        s.close()

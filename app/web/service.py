@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import time
+from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import date, datetime, timedelta, tzinfo
@@ -22,6 +25,8 @@ from app.web.state import LiveState
 log = logging.getLogger("app.web")
 RESOLUTIONS = ("quarter", "hour", "day", "month", "year")
 PERIODS = ("day", "month", "year")
+CACHE_S = 60.0  # an answer is reused at most this long (projections and "today" move on)
+CACHE_ENTRIES = 32
 MAX_SPAN_DAYS = {"quarter": 93, "hour": 400, "day": 3660, "month": 36600, "year": 36600}
 
 
@@ -79,6 +84,20 @@ class History:
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="history")
         self._query: Any = None
         self.limited = logutil.RateLimited(log, cfg.general.log_interval)
+        # answers kept while the store's files are unchanged (the recorder commits about once a minute):
+        # ten clients asking for the same year of days cost one query
+        self._cache: OrderedDict[tuple[Any, ...], tuple[tuple[int, ...], float, Any]] = OrderedDict()
+
+    def _stamp(self) -> tuple[int, ...]:
+        """What changes when the store is written: size and mtime of the file and its WAL."""
+        out: list[int] = []
+        for suffix in ("", "-wal"):
+            try:
+                st = os.stat(self.cfg.history.path + suffix)
+                out += [st.st_mtime_ns, st.st_size]
+            except OSError:
+                out += [0, 0]
+        return tuple(out)
 
     def _open(self) -> Any:
         if self._query is None:
@@ -92,6 +111,20 @@ class History:
         return self._query
 
     def _run(self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        key = (method, args, tuple(sorted(kwargs.items())))
+        stamp = self._stamp()
+        now = time.monotonic()
+        hit = self._cache.get(key)
+        if hit is not None and hit[0] == stamp and now - hit[1] < CACHE_S:
+            self._cache.move_to_end(key)
+            return hit[2]
+        result = self._query_once(method, args, kwargs)
+        self._cache[key] = (stamp, now, result)
+        while len(self._cache) > CACHE_ENTRIES:
+            self._cache.popitem(last=False)
+        return result
+
+    def _query_once(self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         try:
             return getattr(self._open(), method)(*args, **kwargs)
         except ApiError:
