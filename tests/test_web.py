@@ -522,3 +522,13 @@ def test_history_answers_are_reused_until_the_store_changes(tmp_path: Any) -> No
         assert s.get(path) == first and len(FakeHistory.calls) == 2
     finally:
         s.close()
+
+
+def test_the_listening_socket_lets_asyncio_turn_nagle_off() -> None:
+    """asyncio sets TCP_NODELAY only on sockets whose proto is IPPROTO_TCP; with proto 0 every response
+    waited for a delayed ACK (about 40 ms each, measured by bench/bench_web.py)."""
+    sock = server.listen("127.0.0.1", 0)
+    try:
+        assert sock.proto == socket.IPPROTO_TCP
+    finally:
+        sock.close()
