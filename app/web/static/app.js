@@ -170,7 +170,8 @@ async function refreshStatus() {
     const errors = (c.crc_errors || 0) + (c.parse_errors || 0) + (c.decrypt_errors || 0);
     const state = s.connected === false ? "error" : (s.online ? "online" : "offline");
     setBadge(s.online, state);
-    $("st-online").textContent = state + (s.source ? " (" + s.source + ")" : "");
+    $("st-online").textContent = state;
+    $("st-online").title = s.source || "";
     $("st-last").textContent = fmtTime(s.last_reading);
     $("st-meter").textContent = [s.meter_id, s.protocol].filter(Boolean).join(" · ") || "–";
     setNum("st-ok", c.telegrams_ok, String(c.telegrams_ok ?? "–"));
@@ -253,15 +254,18 @@ async function refreshHistory() {
   if (cost) currency = cost.currency || currency;
   $("today-date").textContent = day;
   drawToday(today ? today.rows : [], yesterday ? yesterday.rows : []);
-  drawBars("days", days ? days.rows : [], (s) => s.slice(5, 10));
-  drawBars("months", months ? months.rows : [], (s) => s.slice(0, 7));
+  drawBars("days", days ? days.rows : [], Array.from({ length: 31 }, (_, i) => addDays(day, i - 30)),
+    (s) => s.slice(0, 10));
+  drawBars("months", months ? months.rows : [], Array.from({ length: 12 }, (_, i) => monthStart(day, 11 - i).slice(0, 7)),
+    (s) => s.slice(0, 7));
   showCost(cost);
   showCapacity(cap);
 }
 
 function showCost(cost) {
   const so = cost ? cost.total.total : null;
-  const pr = cost && cost.projection && cost.projection.month ? cost.projection.month.total : null;
+  const month = cost && cost.projection ? cost.projection.month : null;
+  const pr = month && month.projected ? month.projected.total : null;
   setNum("cost-month", so, fmtMoney(so));
   setNum("cost-projected", pr, fmtMoney(pr));
 }
@@ -329,25 +333,27 @@ function drawToday(rows, prev) {
   }
 }
 
-function drawBars(name, rows, label) {
+function drawBars(name, rows, slots, key) {
   const el = $("chart-" + name);
   el.dataset.rows = String(rows.length);
-  const labels = rows.map((r) => label(r.start));
+  const byKey = new Map(rows.map((r) => [key(r.start), r]));
+  const pick = (f) => slots.map((k) => (byKey.has(k) ? f(byKey.get(k)) : null));
+  const labels = slots.map((k) => (name === "days" ? k.slice(5) : k));
   const data = [
-    rows.map((_, i) => i),
-    rows.map((r) => r.import_kwh),
-    rows.map((r) => r.export_kwh),
-    rows.map((r) => (r.cost ? r.cost.total : null)),
+    slots.map((_, i) => i),
+    pick((r) => r.import_kwh),
+    pick((r) => r.export_kwh),
+    pick((r) => (r.cost ? r.cost.total : null)),
   ];
   const chart = charts[name];
   if (chart) {
-    chart.labels = labels;
+    chart.holder.labels = labels;
     chart.setData(data);
     return;
   }
-  const bars = (align) => uPlot.paths.bars({ size: [0.4, 60], align });
+  const bars = (align) => uPlot.paths.bars({ size: [0.4, 40], align });
   const holder = { labels };
-  const xValues = (u, splits) => splits.map((i) => (Number.isInteger(i) ? holder.labels[i] || "" : ""));
+  const xValues = (u, splits) => splits.map((i) => holder.labels[i] || "");
   const c = new uPlot({
     ...size(el),
     scales: { x: { time: false, range: (u, lo, hi) => [lo - 0.6, hi + 0.6] }, money: { auto: true } },
@@ -356,11 +362,11 @@ function drawBars(name, rows, label) {
       { label: name === "days" ? "day" : "month", value: (u, i) => (i === null ? "–" : holder.labels[i] || "") },
       { label: "import kWh", stroke: css("--import"), fill: css("--import") + "cc", paths: bars(-1), points: { show: false } },
       { label: "export kWh", stroke: css("--export"), fill: css("--export") + "cc", paths: bars(1), points: { show: false } },
-      { label: "cost", stroke: css("--cost"), width: 2, scale: "money", points: { show: true, size: 5 },
+      { label: "cost", stroke: css("--cost"), width: 2, scale: "money", spanGaps: false, points: { show: true, size: 5 },
         value: (u, v) => fmtMoney(v) },
     ],
   }, data, el);
-  Object.defineProperty(c, "labels", { get: () => holder.labels, set: (v) => { holder.labels = v; } });
+  c.holder = holder;
   charts[name] = c;
 }
 
