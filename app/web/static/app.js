@@ -322,10 +322,10 @@ function drawToday(rows, prev) {
       series: [
         { label: "time", value: (u, h) => h === null ? "–" :
           String(Math.floor(h)).padStart(2, "0") + ":" + String(Math.round((h % 1) * 60)).padStart(2, "0") },
-        { label: "import", stroke: imp, width: 2, fill: imp + "22" },
-        { label: "export", stroke: exp, width: 2, fill: exp + "22" },
-        { label: "import yesterday", stroke: imp, width: 1, dash: [5, 4] },
-        { label: "export yesterday", stroke: exp, width: 1, dash: [5, 4] },
+        { label: "import", stroke: imp, width: 2, fill: imp + "22", points: { show: false } },
+        { label: "export", stroke: exp, width: 2, fill: exp + "22", points: { show: false } },
+        { label: "import yesterday", stroke: imp, width: 1, dash: [5, 4], points: { show: false } },
+        { label: "export yesterday", stroke: exp, width: 1, dash: [5, 4], points: { show: false } },
       ],
     }, data, el);
   } else {
