@@ -224,11 +224,13 @@ def test_replayed_stream_publishes_every_telegram_in_order(mosquitto: Broker, co
     readings = replay(STREAM)
     assert len(readings) >= 4
     sink = connected_sink(sinks, mqtt_cfg(mosquitto, retain=True, qos=1), readings[0])
+    topic = f"smartmeter/{sanitize(readings[0].meter_id)}/power/power_in"
+    wait_until(lambda: len(collector.on(topic)) >= 1)  # the reading held until CONNACK, published once
+    before = len(collector.on(topic))
     for r in readings:
         sink.write(r, {})
-    topic = f"smartmeter/{sanitize(readings[0].meter_id)}/power/power_in"
-    wait_until(lambda: len(collector.on(topic)) >= len(readings))
-    got = collector.on(topic)[-len(readings):]
+    wait_until(lambda: len(collector.on(topic)) >= before + len(readings))
+    got = collector.on(topic)[before:]
     assert [m.json()["value"] for m in got] == [
         number(r.fields["actual_total_consumption"] * 1000) for r in readings
     ]
