@@ -206,3 +206,22 @@ def test_compensating_flips_never_corrupt_counters_clock_or_identity(entry: dict
     assert got.meter_id == original.meter_id and set(got.values) == set(original.values)
     assert got.meter_time is not None and original.meter_time is not None
     assert abs((got.meter_time - original.meter_time).total_seconds()) <= CLOCK_JUMP_S + 1
+
+
+def test_readings_that_arrive_together_are_not_clock_jumps() -> None:
+    """A backlog (a gateway's buffer, a stalled reader) delivers readings late and in one read: late is
+    never ahead. make demo's sped-up meter can deliver two telegrams in one read too."""
+    live = PlausibilityGate()
+    base = {"total_consumption": 1.0, "l1_voltage": 230.0}
+    for s in range(-10, 1):
+        assert live.check(reading(base, s=s)) == ""
+    for k in range(1, 31):  # 30 s of telegrams, all received at once 30 s late
+        assert live.check(reading(base, s=31, meter_s=k)) == "", k
+    assert live.check(reading(base, s=32, meter_s=32)) == ""  # on time again
+    assert "clock" in live.check(reading(base, s=33, meter_s=33 + 60))  # a real jump still is one
+    sped = PlausibilityGate()
+    for k in range(20):
+        assert sped.check(reading({"total_consumption": 1.0 + k * 0.1}, s=k, meter_s=144 * k)) == ""
+    for k in range(20, 24):  # pairs received together
+        assert sped.check(reading({"total_consumption": 1.0 + k * 0.1}, s=20 + (k - 20) // 2,
+                                  meter_s=144 * k)) == "", k

@@ -8,9 +8,12 @@ A reading is implausible when
   max_power allows over the time since the last accepted reading (+ 10 Wh of rounding);
 - active power exceeds the apparent power V x I of the phases, or the apparent power is above
   2.3 kVA at a power factor below 0.2 (a house draws no such reactive load);
-- the meter's clock steps back more than 10 s, or runs ahead of the receive clock by more than
-  10 s (+ 10 %) at the pace it has kept (measured over 5 s or more, at least real time; a replay
-  checks meter time only);
+- the meter's clock steps back more than 10 s, or jumps ahead: for a meter keeping real time, its
+  clock offset (meter time - receive time) rises more than 10 s above the highest offset seen
+  (readings that arrive late, in a batch or after a stall, only lower the offset, so they never
+  count as a jump); for a sped-up source (a simulator: pace measured over 5 s or more), more than
+  10 s + 1 s of receive time at its pace + 10 % beyond what its pace allows since the last reading;
+  a replay checks meter time only;
 - the meter id changes, a named field of the last accepted reading is missing, or a DLMS push's
   OBIS list differs.
 
@@ -35,6 +38,7 @@ DEAD_PHASE_MAX_A = 0.5
 NOMINAL_VOLTAGE_V = 230.0
 ENERGY_SLACK_KWH = 0.010
 CLOCK_JUMP_S = 10.0
+SPED_UP_PACE = 1.5  # a meter clock running this much faster than real time is a simulated source
 PACE_WINDOW_S = 5.0  # receive time over which the meter clock's pace is measured before it is checked
 MIN_POWER_FACTOR = 0.2  # below this, only up to MIN_PF_ABOVE_KVA of apparent power is believed
 MIN_PF_ABOVE_KVA = 2.3
@@ -103,11 +107,13 @@ def _ref(reading: Reading) -> _Ref:
     return _Ref(reading.meter_id, reading.meter_time, reading.received, counters, frozenset(reading.fields), refs)
 
 
-def relation_problem(ref: _Ref, new: _Ref, max_power_w: float, pace: float | None = 1.0) -> str:
+def relation_problem(ref: _Ref, new: _Ref, max_power_w: float, pace: float | None = 1.0,
+                     offset_max_s: float | None = None) -> str:
     """Why `new` cannot follow `ref` ('' when it can).
 
     `pace` is how fast the meter clock has been running against the receive clock (1 for a real meter,
     more for a simulated or sped-up source); None while unknown, or for a replay: then only meter time counts.
+    `offset_max_s` is the highest meter-minus-receive offset of the accepted readings (real-time meters).
     """
     if ref.meter_id and new.meter_id and new.meter_id != ref.meter_id:
         return f"meter id changed from {ref.meter_id!r} to {new.meter_id!r}"
@@ -122,9 +128,17 @@ def relation_problem(ref: _Ref, new: _Ref, max_power_w: float, pace: float | Non
     wall_s = (new.received - ref.received).total_seconds()
     if ref.meter_time is not None and new.meter_time is not None:
         meter_s = (new.meter_time - ref.meter_time).total_seconds()
-        expected_s = max(wall_s, 0.0) * (pace or 1.0)
-        if meter_s < -CLOCK_JUMP_S or (pace is not None and meter_s - expected_s > CLOCK_JUMP_S + 0.1 * expected_s):
+        if meter_s < -CLOCK_JUMP_S:
             return f"meter clock jumped {meter_s:+.0f} s in {wall_s:.0f} s"
+        if pace is not None and pace < SPED_UP_PACE:
+            if offset_max_s is not None:
+                ahead_s = (new.meter_time - new.received).total_seconds() - offset_max_s
+                if ahead_s > CLOCK_JUMP_S:
+                    return f"meter clock jumped {ahead_s:+.0f} s ahead of the receive clock"
+        elif pace is not None:
+            expected_s = (max(wall_s, 0.0) + 1.0) * pace  # + 1 s: readings that arrive together
+            if meter_s - expected_s > CLOCK_JUMP_S + 0.1 * expected_s:
+                return f"meter clock jumped {meter_s:+.0f} s in {wall_s:.0f} s"
         elapsed_s = max(meter_s, 0.0)
     else:
         elapsed_s = max(wall_s, 0.0)
@@ -152,6 +166,7 @@ class PlausibilityGate:
         self._run = 0
         self._first: _Ref | None = None  # the first accepted reading since the reference was (re)set
         self._accepted = 0
+        self._offset_max_s: float | None = None  # highest meter - receive time of the accepted readings
 
     def pace(self) -> float | None:
         """Meter seconds per receive second over the accepted readings (at least 1); None while unknown."""
@@ -167,9 +182,13 @@ class PlausibilityGate:
 
     def _accept(self, new: _Ref, restart: bool) -> None:
         if restart or self._first is None:
-            self._first, self._accepted = new, 0
+            self._first, self._accepted, self._offset_max_s = new, 0, None
         self._ref, self._candidate, self._run = new, None, 0
         self._accepted += 1
+        if new.meter_time is not None:
+            offset_s = (new.meter_time - new.received).total_seconds()
+            if self._offset_max_s is None or offset_s > self._offset_max_s:
+                self._offset_max_s = offset_s
 
     def check(self, reading: Reading) -> str:
         """'' when the reading is plausible (it becomes the reference), else the reason it is not."""
@@ -183,11 +202,12 @@ class PlausibilityGate:
             self._accept(new, restart=True)
             return ""
         pace = self.pace()
-        why = relation_problem(self._ref, new, self.max_power_w, pace)
+        why = relation_problem(self._ref, new, self.max_power_w, pace, self._offset_max_s)
         if not why:
             self._accept(new, restart=False)
             return ""
-        if self._candidate is not None and not relation_problem(self._candidate, new, self.max_power_w, pace):
+        if self._candidate is not None and not relation_problem(self._candidate, new, self.max_power_w, pace,
+                                                                self._offset_max_s):
             self._run += 1
         else:
             self._run = 1
