@@ -13,6 +13,7 @@ import contextlib
 import http.client
 import json
 import multiprocessing
+import os
 import re
 import socket
 import sys
@@ -114,17 +115,37 @@ def api_latency(port: int, path: str, clients: int, per_client: int) -> tuple[li
 
 
 class Hammer:
-    """`n` clients requesting current/status/relays in a loop, `live` clients reading /api/live."""
+    """`n` clients requesting current/status/relays in a loop and `live` clients reading /api/live, in a
+    process of their own at SCHED_IDLE: they stand for phones and home servers on the LAN, whose CPU is not
+    the Pi's (on this one machine they would otherwise compete with the appliance)."""
 
     def __init__(self, port: int, n: int, live: int) -> None:
+        ctx = multiprocessing.get_context("fork")
         self.port = port
-        self.stop = threading.Event()
-        self.requests = 0
-        self.events = 0
-        self.threads = [threading.Thread(target=self._hammer, daemon=True) for _ in range(n)]
-        self.threads += [threading.Thread(target=self._live, daemon=True) for _ in range(live)]
-        for t in self.threads:
+        self.stop = ctx.Event()
+        self._requests = ctx.Value("q", 0)
+        self._events = ctx.Value("q", 0)
+        self.proc = ctx.Process(target=self._main, args=(n, live), daemon=True)
+        self.proc.start()
+
+    @property
+    def requests(self) -> int:
+        """API requests answered so far."""
+        return int(self._requests.value)
+
+    @property
+    def events(self) -> int:
+        """Live events received so far."""
+        return int(self._events.value)
+
+    def _main(self, n: int, live: int) -> None:
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))  # below every normal process
+        threads = [threading.Thread(target=self._hammer, daemon=True) for _ in range(n)]
+        threads += [threading.Thread(target=self._live, daemon=True) for _ in range(live)]
+        for t in threads:
             t.start()
+        for t in threads:
+            t.join()
 
     def _hammer(self) -> None:
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
@@ -133,7 +154,8 @@ class Hammer:
         while not self.stop.is_set():
             with contextlib.suppress(OSError, http.client.HTTPException):
                 _get(conn, paths[i % 3])
-                self.requests += 1
+                with self._requests.get_lock():
+                    self._requests.value += 1
             i += 1
         conn.close()
 
@@ -147,13 +169,15 @@ class Hammer:
                     return
                 if not chunk:
                     return
-                self.events += chunk.count(b"\nid: ") + chunk.startswith(b"id: ")
+                with self._events.get_lock():
+                    self._events.value += chunk.count(b"\nid: ") + chunk.startswith(b"id: ")
 
     def close(self) -> None:
         """Stop every client."""
         self.stop.set()
-        for t in self.threads:
-            t.join(5)
+        self.proc.join(10)
+        if self.proc.is_alive():
+            self.proc.kill()
 
 
 @dataclass
@@ -269,8 +293,8 @@ def run(quick: bool = False) -> str:
         "## Web process (REST API, live stream, MCP)",
         "",
         f"One appliance on a pty at 1 telegram/s with `[web]` on (token set), a one-year store of quarters "
-        f"(built in {build_s:.1f} s) and a Belgian tariff; clients are threads of the benchmark process on "
-        "loopback, each a process of its own with a keep-alive connection.",
+        f"(built in {build_s:.1f} s) and a Belgian tariff; clients are processes on "
+        "loopback, each with a keep-alive connection.",
         "",
         "| API request, 10 concurrent clients | requests | p50 | p99 | target (p99) | |",
         "|---|---|---|---|---|---|",
@@ -300,8 +324,9 @@ def run(quick: bool = False) -> str:
     lines += [
         "",
         f"p99 with the API hammered minus idle: {extra:+.2f} ms (target ≤ {TARGET_EXTRA_P99_MS:.0f} ms: "
-        f"{ok(extra <= TARGET_EXTRA_P99_MS)}). The post-processor only appends to a bounded ring per reading; "
-        "its feeder thread and the web process (another core's worth of work on this 2-core machine) carry the rest.",
+        f"{ok(extra <= TARGET_EXTRA_P99_MS)}). The post-processor only appends to a bounded ring per reading "
+        "(its feeder thread pickles); the web process runs at nice +10, the load clients at SCHED_IDLE in a "
+        "process of their own (they stand for devices on the LAN).",
         "",
     ]
     return "\n".join(lines)

@@ -31,6 +31,7 @@ from app.web.state import LiveState
 
 log = logging.getLogger("app.web")
 BATCH = 64
+WEB_NICE = 10  # added to the web process's nice value
 
 
 class _Server(uvicorn.Server):
@@ -141,6 +142,11 @@ def run(cfg: Config, channels: Channels, stop_event: Event, log_level: str, hear
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     logutil.setup(log_level)
     log.info("web process started (pid %d)", os.getpid())
+    # Below the reader and the post-processor: a busy API must never take the CPU from relay decisions.
+    try:
+        os.nice(WEB_NICE)
+    except OSError as exc:
+        log.warning("web: cannot lower its priority: %s", exc)
     main_gone = main_watch()
     beat = heartbeat.beat if heartbeat is not None else no_beat
     beat()
