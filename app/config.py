@@ -23,6 +23,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from app.control.conditions import Condition, parse_condition
 from app.errors import ConfigError
+from app.meters import ROLES, MeterSpec, SiteConfig, check_meters, check_name, parse_meter, parse_site
 from app.store.settings import HistoryConfig, parse_history
 from app.tariffs.settings import TariffConfig, parse_tariff, resolve_tariffs
 from app.web.settings import WebConfig, parse_web
@@ -143,6 +144,8 @@ class MeterConfig:
     read_timeout: float = 0.2
     max_frame: int = 16384
     max_power: float = 3 * 63 * 230.0  # W: what the connection can carry (plausibility gate)
+    name: str = "grid"  # its name among the meters ([meter:NAME] sections, conditions like grid.export)
+    role: str = "grid"
 
     @property
     def replay_path(self) -> str | None:
@@ -281,6 +284,8 @@ class Config:
     tariff: TariffConfig = field(default_factory=TariffConfig)
     tariffs: tuple[TariffConfig, ...] = ()  # [tariff:NAME] sections, for comparison
     web: WebConfig = field(default_factory=WebConfig)
+    meters: tuple[MeterSpec, ...] = ()  # [meter:NAME] sections: more meters, one reader process each
+    site: SiteConfig = field(default_factory=SiteConfig)
 
 
 # ---------------------------------------------------------------- section reader
@@ -583,6 +588,8 @@ def _meter(sec: Section) -> MeterConfig:
         read_timeout=sec.duration("read_timeout", 0.2, lo=0.01, hi=1.0),  # SIGTERM must stop it within 2 s
         max_frame=sec.integer("max_frame", 16384, lo=256, hi=1 << 20),
         max_power=sec.number("max_power", 3 * 63 * 230.0, lo=100.0, hi=10_000_000.0),
+        name=check_name(sec.text("name", "grid"), "meter"),
+        role=sec.choice("role", "grid", ROLES),
     )
 
 
@@ -791,10 +798,12 @@ _SECTIONS: dict[str, Callable[[Section], Any]] = {
     "history": parse_history,
     "tariff": lambda sec: parse_tariff(sec, ""),
     "web": parse_web,
+    "site": parse_site,
 }
 # [prefix:NAME] sections other than relays: prefix -> (parser taking the section and NAME, Config field)
 _PREFIXED: dict[str, tuple[Callable[[Section, str], Any], str]] = {
     "tariff": (parse_tariff, "tariffs"),
+    "meter": (parse_meter, "meters"),
 }
 
 
@@ -887,6 +896,7 @@ def from_parser(
     if built["mqtt_translate"].enabled and not built["mqtt"].enabled:
         raise ConfigError("[mqtt_translate] enabled = 'yes': needs [mqtt] enabled = yes (it uses that broker)",
                           "mqtt_translate", "enabled")
+    check_meters(built["meters"], built["meter"].name)
     from app.control.relays import check_pins  # pure: BOARD11, gpio17 and 17 are one line
 
     check_pins(tuple(relays))
@@ -904,6 +914,10 @@ def redacted(cfg: Config) -> dict[str, dict[str, Any]]:
         elif f.name == "tariffs":
             for tariff in val:
                 out[f"tariff:{tariff.name}"] = _plain(tariff)
+        elif f.name == "meters":
+            for m in val:
+                out[f"meter:{m.name}"] = _plain(m) | {"settings": _plain(m.settings) if is_dataclass(m.settings)
+                                                      else m.settings}
         elif is_dataclass(val):
             out[f.name] = _plain(val)
     return out

@@ -30,9 +30,10 @@ if __package__ in (None, ""):  # run as `python app/main.py`
 from app import __version__, logutil
 from app import config as config_mod
 from app.errors import ConfigError
-from app.supervision import CONTROL, SERVICE, SOURCE, Child, Supervisor
+from app.supervision import CONTROL, METER, SERVICE, SOURCE, Child, Supervisor
 
 log = logging.getLogger("app.main")
+METER_QUEUE = 64  # readings waiting from one [meter:NAME] process (live data: the oldest is dropped)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -202,13 +203,22 @@ def run(cfg: config_mod.Config, replay_relays: bool = False) -> int:
         from app.web.link import Channels
 
         web = Channels(ctx)  # live state to the web process, relay commands back (both bounded)
+    # [meter:NAME]: a queue and a reader process each (not in a replay: the capture is one meter's)
+    meters = () if replay else cfg.meters
+    meter_qs: dict[str, multiprocessing.Queue[Any]] = {m.name: ctx.Queue(maxsize=METER_QUEUE) for m in meters}
+    every_q = [q, *meter_qs.values()]
     children = [
         Child("post-processor", CONTROL, _post_processor, (cfg, q, stop_event, reader_failed, level,
-                                                           simulate_relays, web), finishes=replay),
-        Child("reader", SOURCE, _reader, (cfg, q, stop_event, level), finishes=replay),
+                                                           simulate_relays, web, meter_qs), finishes=replay),
+        Child("reader", SOURCE, _reader, ([x for x in every_q if x is not q], cfg, q, stop_event, level),
+              finishes=replay),
     ]
     if web is not None:  # its death or hang stops the appliance like the others' (exit 1; systemd restarts)
-        children.append(Child("web", SERVICE, _web, (cfg, web, stop_event, level), finishes=replay))
+        children.append(Child("web", SERVICE, _web, (every_q, cfg, web, stop_event, level), finishes=replay))
+    for m in meters:
+        mq = meter_qs[m.name]
+        children.append(Child(f"meter-{m.name}", METER, _meter, ([x for x in every_q if x is not mq], m, mq,
+                                                                 stop_event, level, cfg.general.log_interval)))
     sup = Supervisor(ctx, children, stop_event, reader_failed)
 
     def on_signal(signum: int, _frame: Any) -> None:
@@ -219,7 +229,8 @@ def run(cfg: config_mod.Config, replay_relays: bool = False) -> int:
     log.info("smartmeter %s starting (config %s, source %s)", __version__, cfg.path, cfg.meter.source)
     logutil.settle_gc()  # before the fork: the children share these pages untouched
     sup.start()
-    _close_queue_ends(q)  # main never reads or writes it: a child's EOF must not wait for main
+    for each in every_q:
+        _close_queue_ends(each)  # main never reads or writes them: a child's EOF must not wait for main
     return sup.run()
 
 
@@ -229,18 +240,31 @@ def _close_queue_ends(q: multiprocessing.Queue[Any]) -> None:
         getattr(q, end).close()
 
 
-def _reader(*args: Any) -> None:
+def _reader(foreign: list[multiprocessing.Queue[Any]], *args: Any) -> None:
     """The reader process: imports only what reading needs (nothing of the sinks or relays)."""
     from app import reader
 
+    for other in foreign:  # the other meters' queues: their EOF must not wait for this process
+        _close_queue_ends(other)
     reader.run(*args)
 
 
-def _web(*args: Any) -> None:
+def _web(foreign: list[multiprocessing.Queue[Any]], *args: Any) -> None:
     """The web process: Starlette and uvicorn are imported here, after the fork."""
     from app.web import server
 
+    for other in foreign:  # the readers' queues: their EOF must not wait for this process
+        _close_queue_ends(other)
     server.run(*args)
+
+
+def _meter(foreign: list[multiprocessing.Queue[Any]], *args: Any) -> None:
+    """A [meter:NAME] process: imports only its meter kind (and that kind's I/O library)."""
+    from app.meters import runner
+
+    for other in foreign:
+        _close_queue_ends(other)
+    runner.run(*args)
 
 
 def _post_processor(*args: Any) -> None:

@@ -23,8 +23,9 @@ from zoneinfo import ZoneInfo
 from app import __version__, logutil
 from app.config import Config
 from app.errors import ConfigError
-from app.records import END, STOPPED, ReaderStatus, Reading
-from app.sinks import Sink, SinkIncomplete
+from app.meters.board import Board
+from app.records import END, STOPPED, MeterState, ReaderStatus, Reading
+from app.sinks import MeterOnly, Sink, SinkIncomplete
 from app.supervision import TICK_EVERY_S, Heartbeat, main_watch, no_beat
 
 if TYPE_CHECKING:  # gpiozero is imported by the post-processor only when relays are configured
@@ -127,22 +128,41 @@ class SinkWorker:
 
 
 def build_sinks(cfg: Config, on_command: Callable[[str, str], object] | None) -> list[Sink]:
-    """The enabled sinks (their client libraries are imported only when enabled)."""
+    """The enabled sinks (their client libraries are imported only when enabled).
+
+    With [meter:NAME] sections, CSV gets a file set per meter (the [meter] meter's files keep their
+    names, another meter's go to `<directory>/<NAME>/`) and MQTT a topic tree per meter
+    (`<prefix>/<NAME>/...`, its own connection and availability); InfluxDB tags each point with
+    `meter`, the history keys by meter id."""
     relay_names = [r.name for r in cfg.relays]
     sinks: list[Sink] = []
+    extra = [m for m in cfg.meters if cfg.meter.replay_path is None]
     if cfg.csv.enabled:
+        from dataclasses import replace
+
         from app.sinks.csv_sink import CsvSink
 
-        sinks.append(CsvSink(cfg.csv, ZoneInfo(cfg.meter.timezone), relay_names))
+        main_csv: Sink = CsvSink(cfg.csv, ZoneInfo(cfg.meter.timezone), relay_names)
+        sinks.append(MeterOnly(main_csv, "") if extra else main_csv)
+        for m in extra:
+            sub = replace(cfg.csv, directory=os.path.join(cfg.csv.directory, m.name))
+            sinks.append(MeterOnly(CsvSink(sub, ZoneInfo(cfg.meter.timezone), []), m.name))
     if cfg.influxdb.enabled:
         from app.sinks.influx import InfluxSink
 
         sinks.append(InfluxSink(cfg.influxdb))
     if cfg.mqtt.enabled:
+        from dataclasses import replace
+
         from app.sinks.mqtt import MqttSink
 
-        sinks.append(MqttSink(cfg.mqtt, cfg.mqtt_translate, relay_names, on_command, __version__,
-                              stale_after=cfg.control.stale_after))
+        main_mqtt: Sink = MqttSink(cfg.mqtt, cfg.mqtt_translate, relay_names, on_command, __version__,
+                                   stale_after=cfg.control.stale_after)
+        sinks.append(MeterOnly(main_mqtt, "") if extra else main_mqtt)
+        for m in extra:
+            own = replace(cfg.mqtt, client_id=f"{cfg.mqtt.client_id}-{m.name}"[:64] if cfg.mqtt.client_id else "")
+            off = replace(cfg.mqtt_translate, enabled=False)
+            sinks.append(MeterOnly(MqttSink(own, off, [], None, __version__, stale_after=m.offline_after), m.name))
     if cfg.history.enabled:
         from app.sinks.history import HistorySink
 
@@ -192,6 +212,14 @@ class PostProcessor:
         self.gaps = 0
         self.status: ReaderStatus | None = None
         self.queue_depth = 0  # readings waiting between the processes, updated by the loop
+        # Several meters: their latest quantities and status; each relay's quantities (for `block`).
+        self.board = Board(cfg.meter.name, cfg.meter.role, cfg.control.stale_after,
+                           {m.name: (m.role, m.offline_after) for m in cfg.meters}, cfg.site.grid_capacity_w,
+                           time.monotonic())
+        self._needs = {r.name: frozenset(c.quantity for c in (r.on_when, r.off_when) if c is not None)
+                       for r in cfg.relays}
+        self._multi = bool(cfg.meters) and self.live
+        self._seen_meters: set[str] = set()
         self._last_stats = time.monotonic()
         self._closed = False
         # Benchmarks: SMARTMETER_TRACE=FILE records "seq monotonic_ns" when control is done per reading.
@@ -270,6 +298,12 @@ class PostProcessor:
 
     def on_reading(self, reading: Reading) -> None:
         """Control first, then hand the reading to every sink."""
+        if reading.meter:  # a [meter:NAME] meter: its quantities wait for the next decision
+            self.board.update(reading, time.monotonic())
+            states = self.states
+            for w in self.workers:
+                w.submit("write", reading, states)
+            return
         self.readings += 1
         self.last_reading = reading
         if reading.meter_id not in self.announced and len(self.announced) < 64:  # bounded on garbage ids
@@ -280,7 +314,12 @@ class PostProcessor:
             self.gaps += reading.seq - self.last_seq - 1
         self.last_seq = reading.seq
         if self.controller is not None:
-            self.controller.on_reading(reading)
+            extra = None
+            if self._multi:
+                now = time.monotonic()
+                self.board.update(reading, now)
+                extra = self.board.quantities(now)
+            self.controller.on_reading(reading, extra=extra)
             if self.controller.revision != self._relay_revision:
                 self._relay_detail()
         if self.trace is not None:
@@ -300,6 +339,8 @@ class PostProcessor:
                 self.on_reading(reading)
         elif isinstance(item, ReaderStatus):
             self.on_status(item)
+        elif isinstance(item, MeterState):
+            self.board.on_state(item)
         elif item is END or item == STOPPED:
             return item
         return _NOTHING
@@ -336,6 +377,8 @@ class PostProcessor:
         for first, seen in list(self.meters.values()):
             if now - seen >= 60.0:  # no second telegram within a minute: say so without the interval
                 self._announce(first, "interval not known yet")
+        if self._multi:
+            self._check_meters(now)
         taken = self.web.take_commands(self.command) if self.web is not None else []
         if self.controller is not None:
             self._broadcast(self.controller.check_stale(now), "stale")
@@ -355,6 +398,20 @@ class PostProcessor:
         if now - self._last_stats >= self.cfg.general.stats_interval:
             self._last_stats = now
             self.log_stats()
+
+    def _check_meters(self, now: float) -> None:
+        """Each meter's status (logged once per change, to the sinks); relays needing an offline meter safe."""
+        for change in self.board.check(now):
+            level = logging.INFO if change.new == "online" else logging.WARNING
+            if change.old == "offline" and change.reason == "" and change.meter not in self._seen_meters:
+                level = logging.INFO  # the first reading after the start
+            self._seen_meters.add(change.meter)
+            log.log(level, "%s", change)
+            name = "" if change.meter == self.board.main else change.meter
+            for w in self.workers:
+                w.submit("meter_status", name, change.new, change.reason)
+        if self.controller is not None:
+            self._broadcast(self.controller.block(self.board.blocked(self._needs, now), now), "stale meter")
 
     def log_stats(self, final: bool = False) -> None:
         """One status line: readings, gaps, reader counters, lag (live sources only)."""
@@ -431,8 +488,8 @@ class PostProcessor:
 
 def run(cfg: Config, q: multiprocessing.Queue[Any], stop_event: Event, reader_failed: Event,
         log_level: str, simulate_relays: bool = False, web: Channels | None = None,
-        heartbeat: Heartbeat | None = None) -> None:
-    """Entry point of the post-processor process."""
+        meter_queues: dict[str, multiprocessing.Queue[Any]] | None = None, heartbeat: Heartbeat | None = None) -> None:
+    """Entry point of the post-processor process (`meter_queues`: one per [meter:NAME] process)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # main coordinates shutdown
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     logutil.setup(log_level)
@@ -440,6 +497,9 @@ def run(cfg: Config, q: multiprocessing.Queue[Any], stop_event: Event, reader_fa
     # Never hold the queue's write end here: a writer killed mid-message must give this process
     # EOF, not a read that waits forever for the rest (main and the reader close theirs too).
     getattr(q, "_writer").close()  # noqa: B009 (private: multiprocessing offers no public way)
+    meters = dict(meter_queues or {})
+    for mq in meters.values():
+        getattr(mq, "_writer").close()  # noqa: B009 (the same for each meter's queue)
     main_gone = main_watch()
     beat = heartbeat.beat if heartbeat is not None else no_beat  # first beat in the loop (start-up grace)
     try:
@@ -461,8 +521,10 @@ def run(cfg: Config, q: multiprocessing.Queue[Any], stop_event: Event, reader_fa
     try:
         while True:
             beat()
+            if meters:
+                _take_meters(meters, pp)
             try:
-                item = q.get(timeout=0.2)
+                item = q.get(timeout=0.05 if meters else 0.2)
             except queue_mod.Empty:
                 item = _NOTHING
             except (EOFError, OSError):  # every write end closed, maybe mid-message
@@ -508,6 +570,25 @@ def run(cfg: Config, q: multiprocessing.Queue[Any], stop_event: Event, reader_fa
         if not pp.close(reason, timeout_s=None if finished else CLOSE_S):
             code = code or 1
     raise SystemExit(code)
+
+
+def _take_meters(meters: dict[str, multiprocessing.Queue[Any]], pp: PostProcessor) -> None:
+    """What the [meter:NAME] processes sent (a few items each, never waiting); a meter whose process
+    is gone (its queue closed) is dropped from the round: it goes offline on the board."""
+    for name, mq in list(meters.items()):
+        for _ in range(16):
+            try:
+                item = mq.get_nowait()
+            except queue_mod.Empty:
+                break
+            except (EOFError, OSError):
+                log.error("meter %s: its process is gone (queue closed); it stays offline", name)
+                del meters[name]
+                break
+            if item == STOPPED:
+                del meters[name]
+                break
+            pp.dispatch(item)
 
 
 def _stop_reason(main_gone: Callable[[], bool], reason: str, code: int) -> tuple[str, int]:

@@ -63,13 +63,16 @@ class Reading:
     fields: dict[str, float]
     gas_time: datetime | None = None
     crc_ok: bool | None = None
+    meter: str = ""  # the [meter:NAME] it came from; "" is the [meter] meter (P1/DLMS)
+    role: str = ""  # that meter's role: grid | building | solar | zone ("" for the [meter] meter)
 
     def __reduce__(self) -> tuple[Any, ...]:
         """Pickle `values` as plain tuples: 2-3x cheaper across the queue than one NamedTuple each."""
         refs = tuple(self.values)
         packed = tuple(map(tuple, self.values.values()))  # plain tuples, converted in C
         return (_unpack_reading, (self.seq, self.protocol, self.meter_id, self.header, self.meter_time,
-                                  self.received, refs, packed, self.fields, self.gas_time, self.crc_ok))
+                                  self.received, refs, packed, self.fields, self.gas_time, self.crc_ok,
+                                  *((self.meter, self.role) if self.meter else ())))
 
     @property
     def time(self) -> datetime:
@@ -86,11 +89,13 @@ class Reading:
 
 def _unpack_reading(seq: int, protocol: str, meter_id: str, header: str, meter_time: datetime | None,
                     received: datetime, refs: tuple[str, ...], packed: tuple[tuple[Any, ...], ...],
-                    fields: dict[str, float], gas_time: datetime | None, crc_ok: bool | None) -> Reading:
-    """The inverse of Reading.__reduce__."""
+                    fields: dict[str, float], gas_time: datetime | None, crc_ok: bool | None,
+                    meter: str = "", role: str = "") -> Reading:
+    """The inverse of Reading.__reduce__ (the [meter] meter's readings pickle without meter and role)."""
     # tuple.__new__(Value, t) for each t, all in C: no Python-level __new__ per value
     values = dict(zip(refs, map(tuple.__new__, repeat(Value), packed), strict=True))
-    return Reading(seq, protocol, meter_id, header, meter_time, received, values, fields, gas_time, crc_ok)
+    return Reading(seq, protocol, meter_id, header, meter_time, received, values, fields, gas_time, crc_ok,
+                   meter, role)
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +116,16 @@ class ReaderStatus:
     reasons: dict[str, int] = field(default_factory=dict)
     implausible: int = 0  # decoded readings the plausibility gate rejected (also in frames_bad)
     skipped_bytes: int = 0  # bytes outside any frame of the framer in use (noise, other protocols)
+
+
+@dataclass(frozen=True, slots=True)
+class MeterState:
+    """A [meter:NAME] reader's own view of its meter: `online` after a good poll, `error` with the
+    reason after a failed one (sent on change; `offline` is decided by the post-processor)."""
+
+    meter: str
+    state: str  # "online" | "error"
+    reason: str = ""
 
 
 def make_value(value: Number | str | None, unit: str | None) -> Value:

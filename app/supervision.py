@@ -10,6 +10,8 @@ means for the relays:
     CONTROL  the post-processor (owns the relays): death or hang -> main kills it (the kernel
              releases its GPIO lines), stops the rest; exit 1 (2 when it exited with 2).
              In a replay, exit 0 means the replay is done.
+    METER    a [meter:NAME] reader: death or hang -> main kills it and logs it; the rest go on
+             (the post-processor sees the meter go offline, and the relays that need it go safe).
     SERVICE  anything else (a web process): death or hang -> stop everything; exit 1.
 
 Timings: children tick at least every 0.5 s; main checks four times a second; a child counts as
@@ -36,6 +38,7 @@ log = logging.getLogger("app.main")
 SOURCE = "source"
 CONTROL = "control"
 SERVICE = "service"
+METER = "meter"
 
 TICK_EVERY_S = 0.5  # children beat at least this often
 FRESH_S = 2.0  # a child ticking: last beat younger than this (else no WATCHDOG=1)
@@ -203,7 +206,9 @@ class Supervisor:
                         log.info("replay done; exit 0")
                         return 0
                     continue  # a replay's reader is done: the post-processor drains and flushes
-                return self._failed(c, f"exited (code {c.proc.exitcode})", c.proc.exitcode)
+                code = self._failed(c, f"exited (code {c.proc.exitcode})", c.proc.exitcode)
+                if code is not None:
+                    return code
             healthy = True
             for c in self.children:
                 if c.ended:
@@ -214,12 +219,18 @@ class Supervisor:
                 if age is None:
                     if now - c.started_at > STARTUP_S:
                         c.proc.kill()
-                        return self._failed(c, f"never started ticking in {STARTUP_S:g} s; killed it", None)
+                        code = self._failed(c, f"never started ticking in {STARTUP_S:g} s; killed it", None)
+                        if code is not None:
+                            return code
+                        continue
                     healthy = False
                     continue
                 if age > HUNG_S:
                     c.proc.kill()
-                    return self._failed(c, f"hung (no heartbeat for {age:.1f} s); killed it", None)
+                    code = self._failed(c, f"hung (no heartbeat for {age:.1f} s); killed it", None)
+                    if code is not None:
+                        return code
+                    continue
                 if age > FRESH_S:
                     healthy = False
                     if c.name not in self._unhealthy:
@@ -237,7 +248,12 @@ class Supervisor:
                     self.notifier.send("STATUS=running")
                 self.notifier.watchdog(now)
 
-    def _failed(self, c: Child, what: str, exitcode: int | None) -> int:
+    def _failed(self, c: Child, what: str, exitcode: int | None) -> int | None:
+        """Log a child's end; the exit code when everything must stop, None when the rest go on."""
+        if c.role == METER:
+            c.ended = True
+            log.error("%s %s; its meter is offline until a restart, the other meters go on", c.name, what)
+            return None
         if c.role == SOURCE:
             log.error("%s %s; relays to safe state, stopping", c.name, what)
             self.source_failed.set()

@@ -4,6 +4,8 @@
     import >= 4.5 kW for 10 s
     current_l1 > 20 A
     mean(export, 2 min) > 1500 W for 30 s
+    available > 3.7 kW for 2 min        (several meters: building, solar, available)
+    pv.power < -500 W                   (one meter's own: <meter>.power|import|export|voltage|current)
 
 Thresholds are kept in the quantity's base unit (W for power, A, V; a named field's own unit
 otherwise) and `unit` remembers how the user wrote it, so log lines read like the config.
@@ -15,6 +17,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from app.control.quantities import COMBINED, METER_QUANTITIES
 from app.obis import FIELD_UNITS
 
 OPS: tuple[str, ...] = (">=", "<=", ">", "<")
@@ -24,9 +27,16 @@ PHASES = ("l1", "l2", "l3")
 _DERIVED: dict[str, str] = {"import": "W", "export": "W", "net": "W", "demand": "W"}
 for _p in PHASES:
     _DERIVED |= {f"import_{_p}": "W", f"export_{_p}": "W", f"current_{_p}": "A", f"voltage_{_p}": "V"}
-QUANTITY_UNITS: dict[str, str] = _DERIVED | {
+QUANTITY_UNITS: dict[str, str] = _DERIVED | COMBINED | {
     name: ("W" if unit == "kW" else unit) for name, unit in FIELD_UNITS.items()
 }
+
+
+def unit_of(quantity: str) -> str | None:
+    """The base unit of a quantity (`pv.power` -> W), None when there is no such quantity."""
+    if "." in quantity:
+        return METER_QUANTITIES.get(quantity.split(".", 1)[1])
+    return QUANTITY_UNITS.get(quantity)
 
 # unit as written -> (base unit, factor to the base unit)
 _UNITS: dict[str, tuple[str, float]] = {
@@ -59,8 +69,8 @@ _DURATION_FACTORS = {
     "hour": 3600,
     "hours": 3600,
 }
-_MEAN_RE = re.compile(r"^mean\s*\(\s*([A-Za-z0-9_]+)\s*,\s*([^)]*)\)\s*", re.I)
-_QUANTITY_RE = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)\s*")
+_MEAN_RE = re.compile(r"^mean\s*\(\s*([A-Za-z0-9_]+(?:\.[A-Za-z0-9_]+)?)\s*,\s*([^)]*)\)\s*", re.I)
+_QUANTITY_RE = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)?)\s*")
 _OP_RE = re.compile(r"^(>=|<=|==|=<|=>|!=|<>|>|<|=)\s*")
 _NUMBER_RE = re.compile(r"^([+-]?(?:\d+(?:\.\d*)?|\.\d+))\s*")
 _UNIT_RE = re.compile(r"^([A-Za-z][A-Za-z0-9]*)\s*")
@@ -84,7 +94,9 @@ class Condition:
     @property
     def base_unit(self) -> str:
         """The quantity's base unit (W, A, V, kWh, m3)."""
-        return QUANTITY_UNITS[self.quantity]
+        unit = unit_of(self.quantity)
+        assert unit is not None
+        return unit
 
     @property
     def label(self) -> str:
@@ -136,8 +148,8 @@ def parse_duration_s(text: str) -> float:
 
 def _known() -> str:
     return (
-        "import, export, net, import_l1..3, export_l1..3, current_l1..3, voltage_l1..3, demand "
-        "or a named field"
+        "import, export, net, import_l1..3, export_l1..3, current_l1..3, voltage_l1..3, demand, "
+        "building, solar, available, <meter>.power|import|export|voltage|current or a named field"
     )
 
 
@@ -167,9 +179,10 @@ def parse_condition(text: str) -> Condition:
             raise ValueError(f"expected a quantity at the start ({_known()})")
         quantity = m.group(1).lower()
         rest = rest[m.end() :]
-    if quantity not in QUANTITY_UNITS:
+    unit_q = unit_of(quantity)
+    if unit_q is None:
         raise ValueError(f"unknown quantity {quantity!r} (use {_known()})")
-    base = QUANTITY_UNITS[quantity]
+    base = unit_q
 
     m = _OP_RE.match(rest)
     if m is None:

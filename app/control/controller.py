@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
 
@@ -69,6 +70,7 @@ class Controller:
         self.results: dict[str, OverrideResult] = {}  # last result per relay, for MQTT and the web API
         self.revision = 0  # bumped whenever a relay's view (state, mode, reason, pending) changes
         self._limited = RateLimited(log, 60.0)
+        self._blocked: dict[str, str] = {}  # relay -> why it is held safe (a meter it needs is offline)
 
     @property
     def states(self) -> dict[str, bool]:
@@ -88,8 +90,11 @@ class Controller:
         self._apply(events, self._last_valid)
         return events
 
-    def on_reading(self, reading: Reading, now_monotonic: float | None = None) -> list[SwitchEvent]:
-        """Decide on one reading and drive the pins; readings flagged with a bad CRC are ignored."""
+    def on_reading(self, reading: Reading, now_monotonic: float | None = None,
+                   extra: Mapping[str, float] | None = None) -> list[SwitchEvent]:
+        """Decide on one reading and drive the pins; readings flagged with a bad CRC are ignored.
+
+        `extra`: the other meters' quantities (building, solar, available, pv.power, ...) now."""
         if self.bank.closed or reading.crc_ok is False:
             return []
         self._last_valid = time.monotonic() if now_monotonic is None else now_monotonic
@@ -97,7 +102,7 @@ class Controller:
             self._stale = False
             log.info("valid readings again, relays back under their rules")
         stuck = self.policy.clock_stuck
-        events = self.policy.step(reading)
+        events = self.policy.step(reading, extra=extra)
         if self.policy.clock_stuck is not None and stuck is None:
             log.warning("%s, every relay to its safe state until it advances", self.policy.clock_stuck)
         elif stuck is not None and self.policy.clock_stuck is None:
@@ -199,6 +204,22 @@ class Controller:
         self._apply(events, now)
         return OverrideResult(name, mode, APPLIED, "switched" if events else "mode changed", None,
                               tuple(events))
+
+    def block(self, reasons: Mapping[str, str], now_monotonic: float) -> list[SwitchEvent]:
+        """Relays whose conditions need an offline meter: held in their safe state (logged on change)."""
+        if self.bank.closed:
+            return []
+        new = {name: why for name, why in reasons.items() if name in self._configs}
+        if new != self._blocked:
+            for name in sorted(set(new) - set(self._blocked)):
+                log.warning("relay %s held in its safe state: %s", name, new[name])
+            for name in sorted(set(self._blocked) - set(new)):
+                log.info("relay %s back under its rules: the meters it needs are online", name)
+            self._blocked = new
+            self.revision += 1
+        events = self.policy.block(new, _now())
+        self._apply(events, now_monotonic)
+        return events
 
     def safe_all(self, reason: str) -> list[SwitchEvent]:
         """Shutdown or reader died: every relay to its safe state at once, whatever min_on/min_off say."""

@@ -28,7 +28,7 @@ Manual overrides (ON/OFF) hold a relay until AUTO; they switch at once and count
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, tzinfo
 
@@ -126,6 +126,7 @@ class _Relay:
     switched_at: datetime | None = None  # None: counts as switched at the next reading
     ons: deque[datetime] = field(default_factory=deque)  # switch-on times for max_switches
     mode: str = "AUTO"
+    blocked: str | None = None  # held safe: a meter its conditions need is offline (see `block`)
 
     def end_runs(self) -> None:
         self.on.end()
@@ -214,10 +215,12 @@ class Policy:
             events.extend(self.step(reading))
         return events
 
-    def step(self, reading: Reading, wall: datetime | None = None) -> list[SwitchEvent]:
+    def step(self, reading: Reading, wall: datetime | None = None,
+             extra: Mapping[str, float] | None = None) -> list[SwitchEvent]:
         """The switches this reading causes (safe-state and override restores first, then at most one).
 
-        `wall`: when it arrived by the wall clock (default: its receive time), for a stuck meter clock."""
+        `wall`: when it arrived by the wall clock (default: its receive time), for a stuck meter clock;
+        `extra`: the other meters' quantities now (app.control.quantities.combined)."""
         t = reading.time
         wall = reading.received if wall is None else wall
         events: list[SwitchEvent] = []
@@ -251,6 +254,8 @@ class Policy:
             self._settle_pending = False
             self._last_switch = t
         q = quantities(reading, self._needed)
+        if extra:
+            q.update((name, extra[name]) for name in self._needed if name in extra)
         for r in self._relays:
             if r.switched_at is None:
                 r.switched_at = t
@@ -276,6 +281,20 @@ class Policy:
                 r.state = r.cfg.safe_state
                 r.switched_at = None
                 events.append(SwitchEvent(r.cfg.name, r.state, at, reason, "safe"))
+        return events
+
+    def block(self, reasons: Mapping[str, str], at: datetime) -> list[SwitchEvent]:
+        """Hold the relays named in `reasons` in their safe state (a meter their conditions need is
+        offline); every other relay is released back to its rules. The switches to safe it made."""
+        events = []
+        for r in self._relays:
+            why = reasons.get(r.cfg.name)
+            r.blocked = why
+            if why is not None and r.mode == "AUTO" and r.state != r.cfg.safe_state:
+                r.end_runs()
+                r.state = r.cfg.safe_state
+                r.switched_at = None
+                events.append(SwitchEvent(r.cfg.name, r.state, at, why, "safe"))
         return events
 
     def override(self, name: str, mode: str, at: datetime) -> list[SwitchEvent]:
@@ -368,7 +387,7 @@ class Policy:
     def _pick_off(self, t: datetime) -> tuple[_Relay, bool, str] | None:
         best: tuple[_Relay, str] | None = None
         for r in self._relays:
-            if r.mode != "AUTO" or not r.state or _since(t, r.switched_at) < r.cfg.min_on:
+            if r.mode != "AUTO" or r.blocked is not None or not r.state or _since(t, r.switched_at) < r.cfg.min_on:
                 continue
             reason = self._off_reason(r, t)
             if reason is not None and (best is None or r.cfg.priority > best[0].cfg.priority):
@@ -389,6 +408,7 @@ class Policy:
         for r in self._relays:
             if (
                 r.mode != "AUTO"
+                or r.blocked is not None
                 or r.state
                 or not r.on.held(t)
                 or _since(t, r.switched_at) < r.cfg.min_off

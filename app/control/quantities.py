@@ -13,7 +13,7 @@ A quantity the reading does not carry is absent from the dict (its conditions ar
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 from app.obis import FIELD_UNITS
 from app.records import Reading
@@ -62,3 +62,82 @@ def _one(fields: Mapping[str, float], name: str) -> float | None:
     if value is None:
         return None
     return float(value) * 1000.0 if field in _KW_FIELDS else float(value)
+
+
+# ---------------------------------------------------------------- several meters
+#
+#     <meter>.power    that meter's import - export in W      <meter>.import / <meter>.export   in W
+#     <meter>.voltage  its (L1) voltage in V                   <meter>.current                    its (L1) current in A
+#     building         sum of the grid and building meters' power (import - export; a grid meter's is the net)
+#     solar            sum of the solar meters' production in W (|power|: however the meter is wired)
+#     available        [site] grid_capacity + solar - building
+#
+# A meter that is offline takes away its own quantities and every sum it is part of (absent: a condition
+# on them is false, and the relays naming them go to their safe state: see `depends_on`).
+
+METER_QUANTITIES: dict[str, str] = {"power": "W", "import": "W", "export": "W", "voltage": "V", "current": "A"}
+COMBINED: dict[str, str] = {"building": "W", "solar": "W", "available": "W"}
+_CONSUMERS = ("grid", "building")
+
+
+def meter_quantities(reading: Reading) -> dict[str, float]:
+    """One meter's own quantities (the `<meter>.` ones) from its reading."""
+    f = reading.fields
+    out: dict[str, float] = {}
+    imp, exp = f.get("actual_total_consumption"), f.get("actual_total_injection")
+    if imp is not None:
+        out["import"] = float(imp) * 1000.0
+    if exp is not None:
+        out["export"] = float(exp) * 1000.0
+    if imp is not None or exp is not None:
+        out["power"] = out.get("import", 0.0) - out.get("export", 0.0)
+    if (v := f.get("l1_voltage")) is not None:
+        out["voltage"] = float(v)
+    if (a := f.get("l1_current")) is not None:
+        out["current"] = float(a)
+    return out
+
+
+def combined(roles: Mapping[str, str], latest: Mapping[str, Mapping[str, float]],
+             grid_capacity_w: float | None) -> dict[str, float]:
+    """The `<meter>.` quantities of every meter in `latest` (the online ones) and the sums over `roles`
+    (every configured meter: name -> role); a sum is absent while one of its meters is missing."""
+    out: dict[str, float] = {}
+    for name, q in latest.items():
+        for k, v in q.items():
+            out[f"{name}.{k}"] = v
+    building = _sum(roles, latest, _CONSUMERS, lambda p: p)
+    solar = _sum(roles, latest, ("solar",), abs)
+    if building is not None:
+        out["building"] = building
+    if solar is not None:
+        out["solar"] = solar
+    if grid_capacity_w is not None and building is not None and solar is not None:
+        out["available"] = grid_capacity_w + solar - building
+    return out
+
+
+def _sum(roles: Mapping[str, str], latest: Mapping[str, Mapping[str, float]], which: tuple[str, ...],
+         f: Callable[[float], float]) -> float | None:
+    total = 0.0
+    for name, role in roles.items():
+        if role not in which:
+            continue
+        power = latest.get(name, {}).get("power")
+        if power is None:
+            return None
+        total += f(power)
+    return total
+
+
+def depends_on(quantity: str, roles: Mapping[str, str], main: str) -> frozenset[str]:
+    """The meters a quantity needs (`main`: the [meter] meter's name, which plain quantities mean)."""
+    if "." in quantity:
+        return frozenset({quantity.split(".", 1)[0]})
+    if quantity == "building":
+        return frozenset(n for n, r in roles.items() if r in _CONSUMERS)
+    if quantity == "solar":
+        return frozenset(n for n, r in roles.items() if r == "solar")
+    if quantity == "available":
+        return frozenset(n for n, r in roles.items() if r in (*_CONSUMERS, "solar"))
+    return frozenset({main})

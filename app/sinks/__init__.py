@@ -43,8 +43,55 @@ class Sink:
     def status(self, status: ReaderStatus) -> None:
         """Latest reader counters (telegrams ok, CRC errors, dropped, lag)."""
 
+    def meter_status(self, meter: str, status: str, reason: str) -> None:
+        """A meter went online / offline / error ([meter:NAME] sections; logged once per change)."""
+
     def tick(self, now: float) -> None:
         """Called about once a second (monotonic `now`) for time-based flushes and retries."""
 
     def close(self) -> None:
         """Flush everything and release resources; idempotent."""
+
+
+class MeterOnly(Sink):
+    """A sink that keeps one file set / one topic tree per meter: only `meter`'s readings reach it
+    ("" is the [meter] meter, which also gets the relay events and reader counters)."""
+
+    def __init__(self, sink: Sink, meter: str) -> None:
+        self.sink = sink
+        self.meter = meter
+        self.name = f"{sink.name}-{meter}" if meter else sink.name
+        self.lossless = sink.lossless
+
+    def write(self, reading: Reading, relays: Mapping[str, bool]) -> None:
+        """Only this meter's readings."""
+        if reading.meter == self.meter:
+            self.sink.write(reading, relays)
+
+    def relay_event(self, states: Mapping[str, bool], at: datetime, reason: str) -> None:
+        """The [meter] meter's sink shows the relays."""
+        if not self.meter:
+            self.sink.relay_event(states, at, reason)
+
+    def relay_detail(self, view: Mapping[str, RelayView]) -> None:
+        """The [meter] meter's sink shows the relays."""
+        if not self.meter:
+            self.sink.relay_detail(view)
+
+    def status(self, status: ReaderStatus) -> None:
+        """The P1 reader's counters belong to the [meter] meter."""
+        if not self.meter:
+            self.sink.status(status)
+
+    def meter_status(self, meter: str, status: str, reason: str) -> None:
+        """Passed on to the sink of that meter."""
+        if meter == self.meter:
+            self.sink.meter_status(meter, status, reason)
+
+    def tick(self, now: float) -> None:
+        """Passed on."""
+        self.sink.tick(now)
+
+    def close(self) -> None:
+        """Passed on."""
+        self.sink.close()

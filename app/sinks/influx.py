@@ -4,6 +4,7 @@ Point layout (one measurement, `[influxdb] measurement`, default `smartmeter`):
 
     smartmeter,meter_id=<id> <named fields as floats>,relay_<name>=0i|1i <meter time, epoch s>
     smartmeter,meter_id=<id> total_gas_consumption=<m3> <gas_time, epoch s>     (once per new gas reading)
+    smartmeter,meter_id=<NAME>,meter=<NAME> ...                                 (a [meter:NAME] meter's points)
 
 Relay states are integers 0/1 (not booleans): InfluxQL and Flux can average and sum them (mean = duty
 cycle) and VictoriaMetrics stores them as they are. Named fields are always floats, so a whole number
@@ -67,7 +68,7 @@ def relay_fields(relays: Mapping[str, bool]) -> dict[str, int]:
 
 def reading_point(reading: Reading, relays: Mapping[str, bool], measurement: str) -> Point | None:
     """The electricity point of a reading (gas excluded), or None when it has no field at all."""
-    p = Point(measurement).tag("meter_id", reading.meter_id or None)
+    p = Point(measurement).tag("meter_id", reading.meter_id or None).tag("meter", reading.meter or None)
     n = 0
     for name, value in reading.fields.items():
         if name != GAS_FIELD.name:

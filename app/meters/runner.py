@@ -1,0 +1,141 @@
+"""A [meter:NAME]'s reader process: poll (or listen), turn each Sample into a Reading, queue it.
+
+    every poll_interval:  poller.poll() -> Sample -> Reading(meter=NAME, role=...) -> queue
+                          MeterError    -> MeterState(NAME, "error", reason) on change, logged rate-limited
+    on change back:       MeterState(NAME, "online")
+
+Live data: when the queue is full the oldest item is dropped and counted (app.reader.queue_putter).
+The process imports only its own kind's module (and that kind's I/O library) after the fork.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import queue as queue_mod
+import signal
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from multiprocessing.synchronize import Event
+from typing import Any
+
+from app import logutil
+from app.meters import MeterSpec, kind
+from app.meters.sample import MeterError, Sample, to_reading
+from app.records import STOPPED, MeterState
+from app.supervision import Heartbeat, main_watch
+
+log = logging.getLogger("app.meters")
+
+
+class Output:
+    """Where a meter kind delivers: `sample(s)` per value set, `error(reason)` when an attempt failed."""
+
+    def __init__(self, spec: MeterSpec, put: Callable[[Any, bool], bool], log_interval_s: float = 60.0) -> None:
+        self.spec = spec
+        self._put = put
+        self.seq = 0
+        self.state = ""
+        self.errors = 0
+        self.dropped = 0
+        self.limited = logutil.RateLimited(log, log_interval_s)
+
+    def sample(self, sample: Sample) -> None:
+        """One good value set: a Reading on the queue (and `online` when that is news)."""
+        if self.state != "online":
+            if self.state == "error":
+                log.info("meter %s: answering again", self.spec.name)
+            self.state = "online"
+            self._put(MeterState(self.spec.name, "online"), False)
+        self.seq += 1
+        reading = to_reading(sample, self.spec.name, self.spec.role, self.spec.protocol, self.seq,
+                             datetime.now(UTC), invert=self.spec.invert)
+        if not self._put(reading, False):
+            self.dropped += 1
+            self.limited.warning("dropped", "meter %s: queue full, dropped the oldest reading (%d so far)",
+                                 self.spec.name, self.dropped)
+
+    def error(self, reason: str) -> None:
+        """A failed attempt: `error` with its reason (sent when the reason changes)."""
+        self.errors += 1
+        self.limited.warning("error", "meter %s: %s (%d failed attempts so far)", self.spec.name, reason, self.errors)
+        if self.state != f"error:{reason}":
+            self.state = f"error:{reason}"
+            self._put(MeterState(self.spec.name, "error", reason), False)
+
+
+def poll_loop(spec: MeterSpec, out: Output, stop: Callable[[], bool],
+              open_poller: Callable[[MeterSpec], Any] | None = None) -> None:
+    """Poll every poll_interval until stop() (each poll starts on the interval's grid, never two at once)."""
+    assert spec.poll_interval is not None
+    opener = open_poller or kind(spec.protocol).open_poller
+    poller = opener(spec)
+    try:
+        next_at = time.monotonic()
+        while not stop():
+            try:
+                out.sample(poller.poll())
+            except MeterError as exc:
+                out.error(str(exc))
+            next_at += spec.poll_interval
+            now = time.monotonic()
+            if next_at < now:  # a slow answer: skip the missed slots rather than poll back to back
+                next_at = now + spec.poll_interval - (now - next_at) % spec.poll_interval
+            while not stop():
+                left = next_at - time.monotonic()
+                if left <= 0:
+                    break
+                time.sleep(min(left, 0.1))
+    finally:
+        poller.close()
+
+
+def run(spec: MeterSpec, q: multiprocessing.Queue[Any], stop_event: Event, log_level: str,
+        log_interval_s: float, heartbeat: Heartbeat | None = None) -> None:
+    """Entry point of a [meter:NAME] process."""
+    from app.reader import queue_putter
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # main coordinates shutdown
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    logutil.setup(log_level)
+    log.info("meter %s process started (pid %d, %s, role %s)", spec.name, os.getpid(), spec.protocol, spec.role)
+    main_gone = main_watch()
+    put = queue_putter(q)
+    last_check = [0.0]
+
+    def stop() -> bool:
+        if heartbeat is not None:
+            heartbeat.beat()
+        if stop_event.is_set():
+            return True
+        now = time.monotonic()
+        if now - last_check[0] > 0.5:
+            last_check[0] = now
+            if main_gone():
+                log.error("main process is gone; meter %s stops", spec.name)
+                stop_event.set()
+                return True
+        return False
+
+    out = Output(spec, put, log_interval_s)
+    try:
+        mod = kind(spec.protocol)
+        logutil.settle_gc()
+        if spec.poll_interval is not None:
+            poll_loop(spec, out, stop, mod.open_poller)
+        else:
+            mod.run(spec, out, stop)
+    except Exception:
+        log.exception("meter %s crashed", spec.name)
+        raise SystemExit(1) from None
+    try:
+        q.put(STOPPED, timeout=0.5)
+    except queue_mod.Full:
+        q.cancel_join_thread()
+    if main_gone():
+        q.cancel_join_thread()
+    q.close()
+    q.join_thread()
+    raise SystemExit(0)
