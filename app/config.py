@@ -896,7 +896,7 @@ def from_parser(
     if built["mqtt_translate"].enabled and not built["mqtt"].enabled:
         raise ConfigError("[mqtt_translate] enabled = 'yes': needs [mqtt] enabled = yes (it uses that broker)",
                           "mqtt_translate", "enabled")
-    check_meters(built["meters"], built["meter"].name)
+    check_meters(built["meters"], built["meter"].name, tuple(relays), built["site"])
     from app.control.relays import check_pins  # pure: BOARD11, gpio17 and 17 are one line
 
     check_pins(tuple(relays))

@@ -318,6 +318,7 @@ class PostProcessor:
             if self._multi:
                 now = time.monotonic()
                 self.board.update(reading, now)
+                self._check_meters(now)  # a meter gone offline holds its relays safe before any rule runs
                 extra = self.board.quantities(now)
             self.controller.on_reading(reading, extra=extra)
             if self.controller.revision != self._relay_revision:

@@ -131,11 +131,26 @@ def parse_power_w(text: str) -> float:
     return value
 
 
-def check_meters(meters: tuple[MeterSpec, ...], main_name: str) -> None:
-    """Names unique across [meter] and every [meter:NAME]."""
+def check_meters(meters: tuple[MeterSpec, ...], main_name: str, relays: tuple[Any, ...] = (),
+                 site: SiteConfig | None = None) -> None:
+    """Names unique across [meter] and every [meter:NAME]; every meter a relay condition names exists;
+    `available` needs [site] grid_capacity."""
     seen = {main_name: "[meter]"}
     for m in meters:
         if m.name in seen:
             raise ConfigError(f"[meter:{m.name}]: the name {m.name!r} is already {seen[m.name]}'s; choose another",
                               f"meter:{m.name}")
         seen[m.name] = f"[meter:{m.name}]"
+    for relay in relays:
+        for key in ("on_when", "off_when"):
+            cond = getattr(relay, key, None)
+            if cond is None:
+                continue
+            where = f"[relay:{relay.name}] {key} = {cond.text!r}"
+            meter = cond.quantity.split(".", 1)[0] if "." in cond.quantity else None
+            if meter is not None and meter not in seen:
+                raise ConfigError(f"{where}: no meter named {meter!r} (meters: {', '.join(seen)})",
+                                  f"relay:{relay.name}", key)
+            if cond.quantity == "available" and (site is None or site.grid_capacity_w is None):
+                raise ConfigError(f"{where}: 'available' needs [site] grid_capacity (e.g. 9.2 kW)",
+                                  f"relay:{relay.name}", key)

@@ -110,5 +110,8 @@ class Board:
             missing = sorted({m for q in quantities for m in depends_on(q, self.roles, self.main)
                               if m != self.main and not self.online(m, now)})
             if missing:
-                out[relay] = "stale: meter " + ", ".join(f"{m} {self.status.get(m, OFFLINE)}" for m in missing)
+                if all(m not in self.seen for m in missing):
+                    out[relay] = "waiting for the first reading of meter " + ", ".join(missing)
+                else:
+                    out[relay] = "stale: meter " + ", ".join(f"{m} {self.status.get(m, OFFLINE)}" for m in missing)
         return out

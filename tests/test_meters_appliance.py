@@ -1,0 +1,96 @@
+"""Two meters through the whole appliance: the P1 simulator on a pty plus a Modbus PV meter (pymodbus's
+server); `available` drives a relay; the PV meter's process killed -> its readings stop, the P1 meter's
+go on, the relay that needs it goes safe."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from datetime import datetime
+from pathlib import Path
+
+from app.simulator import BRUSSELS, SimulatedMeter
+from tests.appliance import Appliance, Pty, csv_rows, process_alive, wait_for
+from tests.test_modbus import ModbusSim, spec_for
+
+
+def test_p1_and_modbus_pv_meter_available_drives_a_relay_and_a_killed_meter_makes_it_safe(tmp_path: Path) -> None:
+    sim = ModbusSim().start()
+    pv_section = f"""role = solar
+protocol = modbus
+source = tcp://127.0.0.1:{sim.port}
+preset = sdm630
+poll_interval = 200 ms
+offline_after = 2 s
+timeout = 500 ms
+"""
+    sim.set(spec_for(pv_section).settings.registers, {"power_w": -5000.0, "export_kwh": 4321.5,
+                                                      "voltage_v": 231.0})
+    pty = Pty(tmp_path / "ttyUSB0")
+    ini = tmp_path / "two.ini"
+    ini.write_text(f"""
+[meter]
+source = {tmp_path / 'ttyUSB0'}
+protocol = dsmr
+[site]
+grid_capacity = 9.2 kW
+[meter:pv]
+{pv_section}
+[control]
+settle = 0 s
+stale_after = 1 h
+[relay:charger]
+pin = GPIO17
+on_when = available > 5 kW
+[csv]
+enabled = yes
+directory = {tmp_path / 'csv'}
+interval = 0
+flush_interval = 200 ms
+""")
+    stop = threading.Event()
+    meter = SimulatedMeter(datetime(2026, 6, 21, 12, tzinfo=BRUSSELS), step_s=1.0, seed=2)
+
+    def feed() -> None:
+        while not stop.is_set():
+            try:
+                pty.write(meter.next())
+            except OSError:
+                return
+            time.sleep(0.25)
+
+    app = Appliance(ini)
+    feeder = threading.Thread(target=feed, daemon=True)
+    try:
+        app.wait_log(r"reading .*ttyUSB0")
+        feeder.start()
+        app.wait_log(r"meter pv: offline -> online")
+        app.wait_log(r"relay charger -> on \(available [\d.]+ kW > 5 kW\)")
+        assert wait_for(lambda: len(csv_rows(tmp_path / "csv" / "pv")) >= 3, 15), app.log()
+        lines = next((tmp_path / "csv" / "pv").glob("*.csv")).read_text().splitlines()
+        row = dict(zip(lines[0].split(","), lines[-1].split(","), strict=True))
+        assert row["actual_total_injection"] == "5" and row["total_injection"] == "4321.5", row
+        assert row["actual_total_consumption"] == "0" and row["l1_voltage"] == "231", row
+        pid = int(app.wait_log(r"meter pv process started \(pid (\d+),").group(1))
+        os.kill(pid, signal.SIGKILL)
+        app.wait_log(r"meter-pv exited \(code -9\); its meter is offline")
+        app.wait_log(r"meter pv: online -> offline \(no reading for \d+ s, offline_after is 2 s\)")
+        app.wait_log(r"relay charger -> off \(stale: meter pv offline\)")
+        assert not process_alive(pid)
+        pv_rows = len(csv_rows(tmp_path / "csv" / "pv"))
+        main_rows = len(csv_rows(tmp_path / "csv"))
+        assert wait_for(lambda: len(csv_rows(tmp_path / "csv")) >= main_rows + 4, 15), app.log()  # P1 goes on
+        assert len(csv_rows(tmp_path / "csv" / "pv")) == pv_rows  # the PV meter's stopped
+        assert app.proc.poll() is None  # the appliance runs on
+        stop.set()
+        assert app.stop() == 0
+    finally:
+        stop.set()
+        app.kill()
+        pty.close()
+        sim.stop()
+    log = app.log()
+    assert "relay charger held in its safe state: stale: meter pv offline" in log
+    assert "Traceback" not in log
