@@ -8,8 +8,17 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from app.meters.registers import MAX_READ, TYPES, Register, check_register, decode, encode, encode_into, plan_reads, \
-    value_of
+from app.meters.registers import (
+    MAX_READ,
+    TYPES,
+    Register,
+    check_register,
+    decode,
+    encode,
+    encode_into,
+    plan_reads,
+    value_of,
+)
 
 RANGES = {"int16": (-(1 << 15), (1 << 15) - 1), "uint16": (0, (1 << 16) - 1), "int32": (-(1 << 31), (1 << 31) - 1),
           "uint32": (0, (1 << 32) - 1), "int64": (-(1 << 63), (1 << 63) - 1), "uint64": (0, (1 << 64) - 1)}
