@@ -23,7 +23,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from app.control.conditions import Condition, parse_condition
 from app.errors import ConfigError
-from app.meters import ROLES, MeterSpec, SiteConfig, check_meters, check_name, parse_meter, parse_site
+from app.meters import ROLES, MeterSpec, SiteConfig, check_meters, meter_name, parse_meter, parse_site
 from app.store.settings import HistoryConfig, parse_history
 from app.tariffs.settings import TariffConfig, parse_tariff, resolve_tariffs
 from app.web.settings import WebConfig, parse_web
@@ -588,7 +588,7 @@ def _meter(sec: Section) -> MeterConfig:
         read_timeout=sec.duration("read_timeout", 0.2, lo=0.01, hi=1.0),  # SIGTERM must stop it within 2 s
         max_frame=sec.integer("max_frame", 16384, lo=256, hi=1 << 20),
         max_power=sec.number("max_power", 3 * 63 * 230.0, lo=100.0, hi=10_000_000.0),
-        name=check_name(sec.text("name", "grid"), "meter"),
+        name=sec.get("name", "grid", meter_name),
         role=sec.choice("role", "grid", ROLES),
     )
 

@@ -41,6 +41,8 @@ BAD: dict[tuple[str, str], str] = {
     ("meter", "read_timeout"): "1 day",
     ("meter", "max_frame"): "12",
     ("meter", "max_power"): "lots",
+    ("meter", "name"): "Grid Meter",
+    ("meter", "role"): "roof",
     ("control", "settle"): "-5 s",
     ("control", "stale_after"): "soon",
     ("control", "dry_run"): "maybe",

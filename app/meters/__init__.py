@@ -88,6 +88,15 @@ def check_name(name: str, section: str) -> str:
     return name
 
 
+def meter_name(text: str) -> str:
+    """`[meter] name = ...`: the same rule as a [meter:NAME] section's name (ValueError saying why)."""
+    if not _NAME_RE.match(text):
+        raise ValueError("a meter name starts with a lower-case letter and holds only a-z, 0-9 and _ (at most 32)")
+    if text in RESERVED:
+        raise ValueError(f"{text!r} is taken by a quantity of that name")
+    return text
+
+
 def parse_meter(sec: Section, name: str) -> MeterSpec:
     """Build [meter:NAME] from its INI section: the common keys here, the protocol's through its kind."""
     check_name(name, sec.name)

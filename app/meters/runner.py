@@ -72,6 +72,7 @@ def poll_loop(spec: MeterSpec, out: Output, stop: Callable[[], bool],
     assert spec.poll_interval is not None
     opener = open_poller or kind(spec.protocol).open_poller
     poller = opener(spec)
+    logutil.settle_gc()  # the kind's I/O library is imported now: out of the collector's way too
     try:
         next_at = time.monotonic()
         while not stop():
@@ -92,11 +93,31 @@ def poll_loop(spec: MeterSpec, out: Output, stop: Callable[[], bool],
         poller.close()
 
 
+def queue_putter(q: multiprocessing.Queue[Any]) -> Callable[[Any, bool], bool]:
+    """put(item, wait) -> delivered; never waits: a full queue loses its oldest item instead (live data).
+    (app.reader has the P1 reader's; not imported here, it would pull the framers and DLMS into this process.)"""
+
+    def put(item: Any, _wait: bool) -> bool:
+        try:
+            q.put_nowait(item)
+            return True
+        except queue_mod.Full:
+            try:
+                q.get(timeout=0.05)  # drop the oldest
+            except queue_mod.Empty:
+                pass
+            try:
+                q.put_nowait(item)
+            except queue_mod.Full:
+                pass
+            return False
+
+    return put
+
+
 def run(spec: MeterSpec, q: multiprocessing.Queue[Any], stop_event: Event, log_level: str,
         log_interval_s: float, heartbeat: Heartbeat | None = None) -> None:
     """Entry point of a [meter:NAME] process."""
-    from app.reader import queue_putter
-
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # main coordinates shutdown
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     logutil.setup(log_level)
