@@ -174,6 +174,7 @@ class MqttSink(Sink):
         self._last_value_publish = -float("inf")
         self._last_data: float | None = None  # clock() of the last reading
         self._stale = False  # no reading within stale_after, or the meter is disconnected
+        self._meter_state: str | None = None  # a [meter:NAME] meter's status JSON (retained on <base>/meter)
         self._views: dict[str, RelayView] = {}
         self._published_views: dict[str, RelayView] = {}
         self.published = 0
@@ -245,6 +246,21 @@ class MqttSink(Sink):
             if not status.connected and not self._stale:
                 self._set_stale(True, "the reader reports the meter disconnected")
         self._maybe_publish_info(self._clock())
+
+    def meter_status(self, meter: str, status: str, reason: str) -> None:
+        """A [meter:NAME] meter's status: retained JSON on `<prefix>/<NAME>/meter` ({"status", "reason"});
+        offline or error also marks its values unavailable."""
+        if self._closed:
+            return
+        import json
+
+        with self._lock:
+            self._meter_state = json.dumps({"status": status, "reason": reason})  # also sent on (re)connect
+            if self._topics is None:
+                return
+            self._send(Message(f"{self._topics.base}/meter", self._meter_state, self.cfg.state_qos, True))
+            if status != "online" and not self._stale:
+                self._set_stale(True, f"meter {meter or self._topics.meter_id} {status}")
 
     def tick(self, now: float) -> None:
         """Flush a reading held back by publish_interval, mark stale data, the info JSON, report drops."""
@@ -376,6 +392,8 @@ class MqttSink(Sink):
             self._published_views.clear()
             self._publish_views(changed_only=False)
             self._send(availability_message(topics, not self._stale, self.cfg.state_qos))
+            if self._meter_state is not None:
+                self._send(Message(f"{topics.base}/meter", self._meter_state, self.cfg.state_qos, True))
             if self._pending is not None:  # held until the broker acknowledged: publish it now
                 self._flush(self._clock())
         log.info("MQTT: connected to %s:%d, publishing under %s", self.cfg.host, self.cfg.port, topics.base)
