@@ -5,16 +5,28 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
+
+import pytest
 
 from app.config import loads
 from app.meters.sample import Sample, to_reading
 from app.pipeline import PostProcessor
 from tests.fixtures_mqtt import Broker
-from tests.test_mqtt import FLUVIUS, METER, Collector, collector, parse  # noqa: F401 (the fixture)
+from tests.test_mqtt import FLUVIUS, METER, Collector, parse
 
 
-def test_each_meter_gets_its_own_topic_tree_and_status(mosquitto: Broker, collector: Collector) -> None:
+@pytest.fixture
+def subscriber(mosquitto: Broker) -> Iterator[Collector]:
+    """A subscriber on '#'."""
+    c = Collector(mosquitto)
+    yield c
+    c.close()
+
+
+def test_each_meter_gets_its_own_topic_tree_and_status(mosquitto: Broker, subscriber: Collector) -> None:
+    collector = subscriber
     cfg = loads(f"""
 [meter]
 source = /dev/null
