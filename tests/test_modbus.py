@@ -33,10 +33,11 @@ def free_port() -> int:
 class ModbusSim:
     """pymodbus's TCP server in a thread, with holding and input registers the test sets."""
 
-    def __init__(self, port: int | None = None, unit_id: int = 1) -> None:
+    def __init__(self, port: int | None = None, unit_id: int = 1, rtu: bool = False) -> None:
         from pymodbus.datastore import ModbusDeviceContext, ModbusSequentialDataBlock, ModbusServerContext
 
         self.port = port or free_port()
+        self.rtu = rtu  # RTU frames (with CRC) over TCP, as a serial gateway sends them
         self.device = ModbusDeviceContext(hr=ModbusSequentialDataBlock(0, [0] * 0x10000),
                                           ir=ModbusSequentialDataBlock(0, [0] * 0x10000))
         self.context = ModbusServerContext(devices={unit_id: self.device}, single=False)
@@ -55,7 +56,10 @@ class ModbusSim:
             self.loop = loop
 
             async def main() -> None:
-                self.server = ModbusTcpServer(self.context, address=("127.0.0.1", self.port))
+                from pymodbus.framer import FramerType
+
+                framer = FramerType.RTU if self.rtu else FramerType.SOCKET
+                self.server = ModbusTcpServer(self.context, address=("127.0.0.1", self.port), framer=framer)
                 ready.set()
                 await self.server.serve_forever()
 
@@ -162,6 +166,21 @@ register_current_word_order = big
     assert sample.export_kwh is None
 
 
+def test_rtu_frames_over_tcp_through_a_gateway() -> None:
+    sim = ModbusSim(rtu=True, unit_id=5).start()
+    try:
+        spec = spec_for(f"protocol = modbus\nsource = rtu+tcp://127.0.0.1:{sim.port}\nunit_id = 5\npreset = em24\n")
+        sim.set(spec.settings.registers, {"power_w": -1234.5, "import_kwh": 77.7})
+        poller = ModbusPoller(spec)
+        try:
+            sample = poller.poll()
+        finally:
+            poller.close()
+    finally:
+        sim.stop()
+    assert sample.power_w == -1234.5 and sample.import_kwh == 77.7
+
+
 def test_wrong_unit_id_is_an_error_with_the_reason(sim: ModbusSim) -> None:
     spec = spec_for(f"protocol = modbus\nsource = tcp://127.0.0.1:{sim.port}\nunit_id = 7\npreset = sdm120\n"
                     "timeout = 300 ms\n")
@@ -230,3 +249,87 @@ def _wait(check: Any, timeout_s: float = 20.0) -> None:
 
 def test_sample_is_pure_data() -> None:
     assert Sample(power_w=1.0).power_w == 1.0
+
+
+class PtyBridge:
+    """Two ptys joined back to back (a null-modem cable): what one side's slave writes, the other's reads."""
+
+    def __init__(self) -> None:
+        import os
+        import tty
+
+        self.a_master, self.a_slave = os.openpty()
+        self.b_master, self.b_slave = os.openpty()
+        for fd in (self.a_slave, self.b_slave):
+            tty.setraw(fd)
+        self.a_path, self.b_path = os.ttyname(self.a_slave), os.ttyname(self.b_slave)
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        import os
+        import select
+
+        peer = {self.a_master: self.b_master, self.b_master: self.a_master}
+        while not self.stop.is_set():
+            ready, _, _ = select.select(list(peer), [], [], 0.05)
+            for fd in ready:
+                try:
+                    os.write(peer[fd], os.read(fd, 4096))
+                except OSError:
+                    return
+
+    def close(self) -> None:
+        """Stop copying and close all four ends."""
+        import os
+
+        self.stop.set()
+        self.thread.join(5)
+        for fd in (self.a_master, self.a_slave, self.b_master, self.b_slave):
+            os.close(fd)
+
+
+def test_rtu_over_a_serial_line_through_a_pty_pair() -> None:
+    from pymodbus.framer import FramerType
+    from pymodbus.server import ModbusSerialServer
+
+    bridge = PtyBridge()
+    sim = ModbusSim(unit_id=2)
+    loop = asyncio.new_event_loop()
+    ready = threading.Event()
+    holder: dict[str, Any] = {}
+
+    def serve() -> None:
+        async def main() -> None:
+            holder["server"] = ModbusSerialServer(sim.context, framer=FramerType.RTU, port=bridge.a_path,
+                                                  baudrate=9600)
+            ready.set()
+            await holder["server"].serve_forever()
+
+        loop.run_until_complete(main())
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    try:
+        assert ready.wait(10)
+        spec = spec_for(f"protocol = modbus\nsource = rtu://{bridge.b_path}?baudrate=9600&parity=N&stopbits=1\n"
+                        "unit_id = 2\npreset = sdm120\ntimeout = 1 s\n")
+        sim.set(spec.settings.registers, {"power_w": 812.25, "voltage_v": 229.5})
+        poller = ModbusPoller(spec)
+        try:
+            sample = None
+            for _ in range(20):  # the server opens its port asynchronously
+                try:
+                    sample = poller.poll()
+                    break
+                except MeterError:
+                    time.sleep(0.2)
+        finally:
+            poller.close()
+        assert sample is not None and sample.power_w == 812.25 and sample.voltage_v == 229.5
+    finally:
+        if "server" in holder:
+            asyncio.run_coroutine_threadsafe(holder["server"].shutdown(), loop).result(10)
+        t.join(10)
+        bridge.close()
