@@ -94,3 +94,36 @@ flush_interval = 200 ms
     log = app.log()
     assert "relay charger held in its safe state: stale: meter pv offline" in log
     assert "Traceback" not in log
+
+
+def test_every_presets_values_come_out_of_the_whole_appliance(tmp_path: Path) -> None:
+    from app.meters.modbus import PRESETS
+    from tests.test_modbus import VALUES
+
+    sims = {name: ModbusSim().start() for name in sorted(PRESETS)}
+    try:
+        sections = ""
+        for name, sim in sims.items():
+            text = f"protocol = modbus\nsource = tcp://127.0.0.1:{sim.port}\npreset = {name}\npoll_interval = 300 ms\n"
+            sim.set(spec_for(text, name).settings.registers, VALUES)
+            sections += f"[meter:{name}]\n{text}"
+        ini = tmp_path / "presets.ini"
+        ini.write_text(f"[meter]\nsource = {tmp_path / 'no-p1'}\nprotocol = dsmr\n{sections}"
+                       f"[csv]\nenabled = yes\ndirectory = {tmp_path / 'csv'}\ninterval = 0\nflush_interval = 200 ms\n")
+        app = Appliance(ini)
+        try:
+            for name in sims:
+                assert wait_for(lambda n=name: len(csv_rows(tmp_path / "csv" / n)) >= 1, 30), app.log()
+            assert app.stop() == 0
+        finally:
+            app.kill()
+    finally:
+        for sim in sims.values():
+            sim.stop()
+    expected = {"actual_total_consumption": 0.0, "actual_total_injection": 2.1505, "total_consumption": 1234.5,
+                "total_injection": 321.25, "l1_voltage": 231.2, "l1_current": 9.35}
+    for name in sims:
+        lines = next((tmp_path / "csv" / name).glob("*.csv")).read_text().splitlines()
+        row = dict(zip(lines[0].split(","), lines[1].split(","), strict=True))
+        for column, value in expected.items():
+            assert abs(float(row[column]) - value) <= 0.06, (name, column, row[column])
