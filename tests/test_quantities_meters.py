@@ -79,3 +79,25 @@ def test_the_board_says_online_offline_error_once_each_and_holds_dependent_relay
         ("pv", "offline", "no reading for 18 s, offline_after is 15 s")]
     assert "available" not in b.quantities(20.0) and "pv.power" not in b.quantities(20.0)
     assert b.blocked(needs, 20.0) == {"boiler": "stale: meter pv offline"}
+
+
+def test_a_meters_reading_keeps_name_and_role_through_pickling_and_p1_readings_stay_as_small() -> None:
+    import pickle
+
+    r = to_reading(Sample(power_w=100.0, import_kwh=1.0), "pv", "solar", "modbus", 3, T0)
+    back = pickle.loads(pickle.dumps(r))
+    assert back == r and (back.meter, back.role) == ("pv", "solar")
+    p1 = to_reading(Sample(power_w=100.0, import_kwh=1.0), "", "", "dsmr", 3, T0)
+    assert len(pickle.dumps(p1)) < len(pickle.dumps(r))  # the [meter] meter's readings carry no extra fields
+    assert pickle.loads(pickle.dumps(p1)) == p1
+
+
+def test_influx_points_of_a_meter_carry_its_name_as_the_meter_tag() -> None:
+    from app.sinks.influx import reading_point
+
+    r = to_reading(Sample(power_w=-100.0), "pv", "solar", "modbus", 1, T0)
+    point = reading_point(r, {}, "smartmeter")
+    assert point is not None and "meter=pv" in point.to_line_protocol()
+    p1 = to_reading(Sample(power_w=100.0), "", "", "dsmr", 1, T0)
+    line = reading_point(p1, {}, "smartmeter")
+    assert line is not None and "meter=" not in line.to_line_protocol().split(" ")[0].replace("meter_id=", "")
