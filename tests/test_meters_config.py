@@ -61,6 +61,8 @@ preset = em24
      r"\[meter:pv\] poll = '5': unknown key"),
     ("[meter:grid]\nprotocol = modbus\nsource = tcp://h\npreset = sdm630\n", r"already \[meter\]'s"),
     ("[site]\ngrid_capacity = 9,2 kW\n", r"\[site\] grid_capacity = '9,2 kW': decimal comma"),
+    ("[meter:pv]\nprotocol = modbus\nsource = tcp://h\npreset = sdm630\ntimeout = 5 s\n",
+     r"\[meter:pv\] timeout = '5 s'"),
     ("[relay:r]\npin = GPIO17\non_when = pv.power < -100 W\n", r"no meter named 'pv'"),
     ("[relay:r]\npin = GPIO17\non_when = available > 1 kW\n", r"'available' needs \[site\] grid_capacity"),
 ])

@@ -195,7 +195,7 @@ def test_wrong_unit_id_is_an_error_with_the_reason(sim: ModbusSim) -> None:
 def test_a_server_that_stops_answering_gives_error_then_online_again() -> None:
     sim = ModbusSim().start()
     spec = spec_for(f"protocol = modbus\nsource = tcp://127.0.0.1:{sim.port}\npreset = sdm630\n"
-                    "poll_interval = 100 ms\ntimeout = 2 s\n")  # generous: a loaded machine answers late
+                    "poll_interval = 100 ms\ntimeout = 1 s\n")  # the longest: a loaded machine answers late
     sim.set(spec.settings.registers, {"power_w": 1500.0})
     items: list[Any] = []
     lock = threading.Lock()
