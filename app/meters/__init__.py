@@ -43,6 +43,7 @@ if TYPE_CHECKING:
 # protocol -> module path: one line per meter kind
 KINDS: dict[str, str] = {
     "modbus": "app.meters.modbus",
+    "iec62056-21": "app.meters.iec62056",
 }
 ROLES = ("grid", "building", "solar", "zone")
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
@@ -106,7 +107,8 @@ def parse_meter(sec: Section, name: str) -> MeterSpec:
     mod = kind(protocol)
     default_role = getattr(mod, "DEFAULT_ROLE", "building")
     role = sec.choice("role", default_role, ROLES)
-    default_poll: float | None = mod.DEFAULT_POLL_INTERVAL
+    default_poll: float | None = (mod.default_poll_interval(sec) if hasattr(mod, "default_poll_interval")
+                                  else mod.DEFAULT_POLL_INTERVAL)  # a kind that is polled or pushed by a key
     poll = sec.duration("poll_interval", default_poll, lo=0.05, hi=86400.0) if default_poll is not None else None
     settings = mod.parse_settings(sec, name)
     offline_default = 3 * poll if poll is not None else 30.0

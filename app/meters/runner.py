@@ -17,6 +17,7 @@ import queue as queue_mod
 import signal
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from multiprocessing.synchronize import Event
 from typing import Any
@@ -24,7 +25,7 @@ from typing import Any
 from app import logutil
 from app.meters import MeterSpec, kind
 from app.meters.sample import MeterError, Sample, to_reading
-from app.records import STOPPED, MeterState
+from app.records import STOPPED, MeterState, Reading
 from app.supervision import Heartbeat, main_watch
 
 log = logging.getLogger("app.meters")
@@ -42,20 +43,27 @@ class Output:
         self.dropped = 0
         self.limited = logutil.RateLimited(log, log_interval_s)
 
-    def sample(self, sample: Sample) -> None:
-        """One good value set: a Reading on the queue (and `online` when that is news)."""
+    def sample(self, sample: Sample | Reading) -> None:
+        """One good value set: a Reading on the queue (and `online` when that is news). A kind that parses
+        OBIS lines itself (IEC 62056-21) hands a whole Reading; it gets the meter's name, role and seq."""
         if self.state != "online":
             if self.state == "error":
                 log.info("meter %s: answering again", self.spec.name)
             self.state = "online"
             self._put(MeterState(self.spec.name, "online"), False)
         self.seq += 1
-        reading = to_reading(sample, self.spec.name, self.spec.role, self.spec.protocol, self.seq,
-                             datetime.now(UTC), invert=self.spec.invert)
+        if isinstance(sample, Reading):
+            reading = replace(sample, seq=self.seq, meter=self.spec.name, role=self.spec.role,
+                              meter_id=self.spec.name)
+        else:
+            reading = to_reading(sample, self.spec.name, self.spec.role, self.spec.protocol, self.seq,
+                                 datetime.now(UTC), invert=self.spec.invert)
         if not self._put(reading, False):
             self.dropped += 1
             self.limited.warning("dropped", "meter %s: queue full, dropped the oldest reading (%d so far)",
                                  self.spec.name, self.dropped)
+
+    reading = sample  # a kind that builds Readings says out.reading(r)
 
     def error(self, reason: str) -> None:
         """A failed attempt: `error` with its reason (sent when the reason changes)."""
