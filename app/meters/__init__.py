@@ -44,6 +44,7 @@ if TYPE_CHECKING:
 KINDS: dict[str, str] = {
     "modbus": "app.meters.modbus",
     "iec62056-21": "app.meters.iec62056",
+    "http": "app.meters.http_meter",
 }
 ROLES = ("grid", "building", "solar", "zone")
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
