@@ -897,6 +897,9 @@ def from_parser(
         raise ConfigError("[mqtt_translate] enabled = 'yes': needs [mqtt] enabled = yes (it uses that broker)",
                           "mqtt_translate", "enabled")
     check_meters(built["meters"], built["meter"].name, tuple(relays), built["site"])
+    from app.meters.mqtt_meter import with_broker  # pure: MQTT meters without a host use [mqtt]'s broker
+
+    built["meters"] = with_broker(built["meters"], built["mqtt"])
     from app.control.relays import check_pins  # pure: BOARD11, gpio17 and 17 are one line
 
     check_pins(tuple(relays))
