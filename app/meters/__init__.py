@@ -46,6 +46,7 @@ KINDS: dict[str, str] = {
     "iec62056-21": "app.meters.iec62056",
     "http": "app.meters.http_meter",
     "mqtt": "app.meters.mqtt_meter",
+    "tapo": "app.meters.tapo_meter",
 }
 ROLES = ("grid", "building", "solar", "zone")
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,31}$")

@@ -1,0 +1,194 @@
+"""Tapo/Kasa plugs: python-kasa's own SmartDevice and Energy module over a fake transport.
+
+python-kasa's device fixtures are not in its wheel, so the transport here answers from a dict shaped like its
+P115 fixture (tests/fixtures/smart/P115(EU)_1.0_1.2.3.json in the python-kasa repository: component_nego,
+get_device_info, get_energy_usage, get_current_power, ...), with values of our own. Everything above the
+transport (request batching, module discovery, the Energy module's units) is python-kasa's real code."""
+
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any
+
+import pytest
+
+pytest.importorskip("kasa")
+
+from kasa import Credentials, DeviceConfig  # noqa: E402
+from kasa.protocols.smartprotocol import SmartProtocol  # noqa: E402
+from kasa.smart import SmartDevice  # noqa: E402
+from kasa.transports.basetransport import BaseTransport  # noqa: E402
+
+from app.config import Section  # noqa: E402
+from app.errors import ConfigError  # noqa: E402
+from app.meters import MeterSpec, parse_meter  # noqa: E402
+from app.meters.sample import MeterError  # noqa: E402
+from app.meters.tapo_meter import TapoPoller, TapoSettings  # noqa: E402
+
+COMPONENTS = ["device", "firmware", "quick_setup", "time", "wireless", "schedule", "countdown", "antitheft",
+              "account", "synchronize", "sunrise_sunset", "led", "cloud_connect", "iot_cloud", "device_local_time",
+              "default_states", "auto_off", "energy_monitoring", "power_protection"]
+P115: dict[str, Any] = {
+    "component_nego": {"component_list": [{"id": c, "ver_code": 2 if c in ("device", "firmware", "schedule",
+                                                                              "countdown", "auto_off",
+                                                                              "energy_monitoring") else 1}
+                                          for c in COMPONENTS]},
+    "get_device_info": {"device_id": "0" * 40, "device_on": True, "fw_ver": "1.2.3 Build 230425 Rel.142542",
+                        "hw_ver": "1.0", "ip": "127.0.0.1", "mac": "A8-42-A1-00-00-01", "model": "P115",
+                        "nickname": "ZGlzaHdhc2hlcg==", "on_time": 1200, "overheated": False, "region": "UTC",
+                        "rssi": -50, "signal_level": 3, "ssid": "aG9tZQ==", "time_diff": 0,
+                        "type": "SMART.TAPOPLUG", "auto_off_status": "off", "auto_off_remain_time": 0,
+                        "default_states": {"state": {}, "type": "last_states"}, "lang": "", "latitude": 0,
+                        "longitude": 0, "oem_id": "0" * 32, "hw_id": "0" * 32, "fw_id": "0" * 32,
+                        "has_set_location_info": False, "avatar": "", "specs": "",
+                        "power_protection_status": "normal"},
+    "get_device_time": {"region": "UTC", "time_diff": 0, "timestamp": 1767225600},
+    "get_device_usage": {"power_usage": {"past30": 12, "past7": 5, "today": 1},
+                         "saved_power": {"past30": 0, "past7": 0, "today": 0},
+                         "time_usage": {"past30": 600, "past7": 200, "today": 30}},
+    "get_current_power": {"current_power": 1843},
+    # firmware with energy_monitoring v2 also answers these (python-kasa asks for them and prefers power_mw)
+    "get_emeter_data": {"power_mw": 1843250, "voltage_mv": 231500, "current_ma": 7962, "energy_wh": 678},
+    "get_emeter_vgain_igain": {"v_gain": 118295, "i_gain": 11840},
+    "get_energy_usage": {"current_power": 1843250, "electricity_charge": [0, 0, 0],
+                         "local_time": "2026-01-01 12:00:00", "month_energy": 12345, "month_runtime": 600,
+                         "today_energy": 678, "today_runtime": 30},
+    "get_auto_off_config": {"delay_min": 120, "enable": False},
+    "get_auto_update_info": {"enable": True, "random_range": 120, "time": 180},
+    "get_connect_cloud_state": {"status": 0},
+    "get_countdown_rules": {"countdown_rule_max_count": 1, "enable": False, "rule_list": []},
+    "get_antitheft_rules": {"antitheft_rule_max_count": 1, "enable": False, "rule_list": []},
+    "get_schedule_rules": {"enable": False, "rule_list": [], "schedule_rule_max_count": 32, "start_index": 0,
+                           "sum": 0},
+    "get_next_event": {},
+    "get_latest_fw": {"fw_size": 0, "fw_ver": "1.2.3", "hw_id": "", "need_to_upgrade": False, "oem_id": "",
+                      "release_date": "", "release_note": "", "type": 0},
+    "get_fw_download_state": {"auto_upgrade": False, "download_progress": 0, "reboot_time": 5, "status": 0,
+                              "upgrade_time": 5},
+    "get_led_info": {"led_rule": "always", "led_status": True,
+                     "night_mode": {"end_time": 420, "night_mode_type": "sunrise_sunset", "start_time": 1140,
+                                    "sunrise_offset": 0, "sunset_offset": 0}},
+    "get_max_power": {"max_power": 3895},
+    "get_protection_power": {"enabled": False, "protection_power": 0},
+    "get_electricity_price_config": {"constant_price": 0, "time_of_use_config": {}, "type": "constant"},
+}
+
+
+class FakeTransport(BaseTransport):
+    """Answers SmartProtocol's requests (single and multipleRequest) from a fixture-shaped dict."""
+
+    def __init__(self, data: dict[str, Any], fail: list[str]) -> None:
+        super().__init__(config=DeviceConfig("127.0.0.1", credentials=Credentials("u@example.com", "pw")))
+        self.data = data
+        self.fail = fail  # "timeout" | "auth": the next send fails so
+        self.requests = 0
+
+    @property
+    def default_port(self) -> int:
+        return 80
+
+    @property
+    def credentials_hash(self) -> str | None:
+        return None
+
+    def _one(self, method: str) -> dict[str, Any]:
+        if method in self.data:
+            return {"method": method, "error_code": 0, "result": copy.deepcopy(self.data[method])}
+        return {"method": method, "error_code": -1002}  # UNKNOWN_METHOD_ERROR
+
+    async def send(self, request: str) -> dict[str, Any]:
+        self.requests += 1
+        if self.fail:
+            what = self.fail.pop(0)
+            if what == "timeout":
+                raise TimeoutError("the plug did not answer")
+            return {"error_code": -1501}  # the login was refused
+        req = json.loads(request)
+        if req["method"] == "multipleRequest":
+            return {"error_code": 0, "result": {"responses": [self._one(r["method"])
+                                                              for r in req["params"]["requests"]]}}
+        one = self._one(req["method"])
+        return {"error_code": one["error_code"], "result": one.get("result")}
+
+    async def close(self) -> None:
+        pass
+
+    async def reset(self) -> None:
+        pass
+
+
+def _poller(data: dict[str, Any], fail: list[str] | None = None) -> tuple[TapoPoller, list[FakeTransport]]:
+    made: list[FakeTransport] = []
+    pending = fail if fail is not None else []
+
+    async def connect(s: TapoSettings) -> SmartDevice:
+        t = FakeTransport(data, pending)
+        made.append(t)
+        config = DeviceConfig(s.host, credentials=Credentials(s.username, s.password))
+        return SmartDevice(s.host, config=config, protocol=SmartProtocol(transport=t))
+
+    spec = MeterSpec(name="dishwasher", role="zone", protocol="tapo", poll_interval=10.0,
+                     settings=TapoSettings(host="127.0.0.1", username="u@example.com", password="pw", timeout=2))
+    return TapoPoller(spec, connect=connect), made
+
+
+def test_p115_power_through_python_kasa() -> None:
+    poller, made = _poller(P115)
+    try:
+        s = poller.poll()
+        assert s.power_w == pytest.approx(1843.25)  # power_mw
+        assert (s.voltage_v, s.current_a) == pytest.approx((231.5, 7.962))
+        assert s.import_kwh is None  # a Tapo plug keeps no lifetime counter (day and month only)
+        assert poller.dev.model == "P115"
+        s2 = poller.poll()  # the device is kept between polls
+        assert s2.power_w == pytest.approx(1843.25) and len(made) == 1
+    finally:
+        poller.close()
+
+
+def test_plug_without_energy_monitoring_says_so() -> None:
+    data = copy.deepcopy(P115)
+    data["component_nego"]["component_list"] = [c for c in data["component_nego"]["component_list"]
+                                                if c["id"] != "energy_monitoring"]
+    data["get_device_info"]["model"] = "P100"
+    poller, _ = _poller(data)
+    try:
+        with pytest.raises(MeterError, match="has no energy monitoring"):
+            poller.poll()
+    finally:
+        poller.close()
+
+
+def test_timeout_and_refused_login_are_errors_then_it_reconnects() -> None:
+    poller, made = _poller(P115, ["timeout", "timeout", "timeout", "timeout", "timeout", "timeout"])
+    try:
+        with pytest.raises(MeterError, match="plug at 127.0.0.1"):
+            poller.poll()
+        assert poller.dev is None  # dropped: found again next time
+        made[-1].fail.clear()
+        assert poller.poll().power_w == pytest.approx(1843.25)
+        assert len(made) == 2
+    finally:
+        poller.close()
+    poller, _ = _poller(P115, ["auth"] * 10)
+    try:
+        with pytest.raises(MeterError, match="refused the login: check username/password"):
+            poller.poll()
+    finally:
+        poller.close()
+
+
+def test_config(monkeypatch: pytest.MonkeyPatch) -> None:
+    spec = parse_meter(Section("meter:plug", {"protocol": "tapo", "host": "192.168.1.80", "username": "a@b.c",
+                                             "password": "secret-pw"}), "plug")
+    assert spec.role == "zone" and spec.poll_interval == 10.0 and "secret-pw" not in repr(spec)
+    monkeypatch.setenv("SMARTMETER_METER_PLUG_PASSWORD", "from-env")
+    spec = parse_meter(Section("meter:plug", {"protocol": "tapo", "host": "192.168.1.80", "username": "a@b.c",
+                                             "password": "secret-pw"}), "plug")
+    assert spec.settings.password == "from-env"
+    with pytest.raises(ConfigError, match=r"\[meter:plug\] host: missing"):
+        parse_meter(Section("meter:plug", {"protocol": "tapo"}), "plug")
+    monkeypatch.delenv("SMARTMETER_METER_PLUG_PASSWORD")
+    with pytest.raises(ConfigError, match=r"\[meter:plug\] password: missing"):
+        parse_meter(Section("meter:plug", {"protocol": "tapo", "host": "h", "username": "a@b.c"}), "plug")
