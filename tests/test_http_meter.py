@@ -150,3 +150,37 @@ def test_config_errors_name_the_key() -> None:
     with pytest.raises(ConfigError) as err:
         _spec({"url": "http://x/", "auth_token": "abc\n  more"})
     assert "abc" not in str(err.value)
+
+
+def test_every_kind_in_one_ini_secrets_masked_unknown_keys_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    from app.config import loads, redacted
+
+    ini = """
+[meter]
+source = /dev/null
+[meter:sub]
+protocol = http
+url = http://192.168.1.70/api/meter
+auth_token = tok-123456
+[meter:heat]
+protocol = mqtt
+topic_power = heat/power
+password = mqtt-pw-999
+host = broker.lan
+[meter:wien]
+protocol = iec62056-21
+port = /dev/ttyUSB1
+[meter:plug]
+protocol = tapo
+host = 192.168.1.80
+username = a@b.c
+password = tapo-pw-777
+"""
+    cfg = loads(ini)
+    assert [m.protocol for m in cfg.meters] == ["http", "mqtt", "iec62056-21", "tapo"]
+    assert [m.role for m in cfg.meters] == ["building", "building", "building", "zone"]
+    shown = repr(redacted(cfg))
+    for secret in ("tok-123456", "mqtt-pw-999", "tapo-pw-777"):
+        assert secret not in shown
+    with pytest.raises(ConfigError, match=r"\[meter:heat\] topic_powr = 'x': unknown key \(did you mean topic_power"):
+        loads(ini.replace("topic_power = heat/power", "topic_power = heat/power\ntopic_powr = x"))
