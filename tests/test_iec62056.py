@@ -419,3 +419,20 @@ def test_push_meter_over_pty() -> None:
     assert first.fields["total_consumption"] == pytest.approx(12345.6789012)  # type: ignore[attr-defined]
     assert first.meter_id == "1ESY1161234567"  # type: ignore[attr-defined]
     assert any("truncated" in e for e in out.errors)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(min_value=1, max_value=30), min_size=1, max_size=40))
+def test_dialogue_any_chunking_same_outcome(cuts: list[int]) -> None:
+    stream = b"/?!\r\n" + b"\x00noise\r\n" + b"/XYZ@meter\r\n" + data_block(LINES)  # echo, noise, mode A
+    r = Readout()
+    r.start()
+    actions = []
+    pos = 0
+    for n in cuts * 50:
+        if pos >= len(stream):
+            break
+        actions += r.feed(stream[pos:pos + n])
+        pos += n
+    actions += r.feed(stream[pos:])
+    assert len(actions) == 1 and isinstance(actions[0], Done) and actions[0].lines == LINES
