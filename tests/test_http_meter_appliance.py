@@ -70,8 +70,11 @@ flush_interval = 200 ms
     publisher = threading.Thread(target=publish, daemon=True)
     publisher.start()
     try:
+        def rows_of(name: str) -> int:
+            return len(csv_rows(tmp_path / "csv" / name))
+
         for name in ("sub", "heat", "wien"):
-            assert wait_for(lambda n=name: len(csv_rows(tmp_path / "csv" / n)) >= 2, 40), (name, app.log())
+            assert wait_for(lambda: rows_of(name) >= 2, 40), (name, app.log())  # noqa: B023 (used at once)
         app.wait_log(r"meter sub: offline -> online")
         httpd.shutdown()
         httpd.server_close()
