@@ -160,6 +160,7 @@ class GeneralConfig:
     log_level: str = "INFO"
     log_interval: float = 60.0  # rate limit for repeated warnings and the status line
     stats_interval: float = 300.0
+    meters_dir: str = ""  # more [meter:NAME] sections, one NAME.ini each (the web API writes them)
 
 
 @dataclass(frozen=True)
@@ -565,6 +566,7 @@ def _general(sec: Section) -> GeneralConfig:
         log_level=sec.choice("log_level", "info", ("debug", "info", "warning", "error")).upper(),
         log_interval=sec.duration("log_interval", 60.0, lo=1.0),
         stats_interval=sec.duration("stats_interval", 300.0, lo=1.0),
+        meters_dir=sec.text("meters_dir", ""),
     )
 
 
@@ -871,6 +873,7 @@ def from_parser(
             parser.add_section(section)
         for k, v in items.items():
             parser.set(section, k, v)
+    _add_meter_files(parser)
     built: dict[str, Any] = {}
     relays: list[RelayConfig] = []
     prefixed: dict[str, list[Any]] = {attr: [] for _p, attr in _PREFIXED.values()}
@@ -904,6 +907,22 @@ def from_parser(
 
     check_pins(tuple(relays))
     return Config(path=path, relays=tuple(relays), **built)
+
+
+def _add_meter_files(parser: configparser.ConfigParser) -> None:
+    """[general] meters_dir: each NAME.ini's [meter:NAME] joins the config (a name in both is an error)."""
+    directory = parser.get("general", "meters_dir", fallback="").strip()
+    if not directory:
+        return
+    from app.web.meter_files import read_dir  # pure: INI files in, sections out
+
+    for name, items, path in read_dir(directory):
+        section = f"meter:{name}"
+        if parser.has_section(section):
+            raise ConfigError(f"[{section}] is in both the config and {path}; keep one", section)
+        parser.add_section(section)
+        for k, v in items.items():
+            parser.set(section, k, v)
 
 
 def redacted(cfg: Config) -> dict[str, dict[str, Any]]:

@@ -29,6 +29,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from app import logutil
 from app.config import Config
+from app.web import meter_registry
 from app.web.mcp import McpServer
 from app.web.openapi import openapi_document
 from app.web.service import ApiError, History, Service
@@ -182,7 +183,10 @@ class Web:
             Route("/api/energy/smart-meter/capacity", self.capacity, methods=["GET"]),
             Route("/api/energy-meters", self.meters, methods=["GET"]),
             Route("/api/energy-meters/consumption/building", self.building, methods=["GET"]),
+            Route("/api/energy-meters", self.add_meter, methods=["POST"]),
             Route("/api/energy-meters/{meter_id}", self.meter, methods=["GET"]),
+            Route("/api/energy-meters/{meter_id}", self.update_meter, methods=["PUT"]),
+            Route("/api/energy-meters/{meter_id}", self.delete_meter, methods=["DELETE"]),
             Route("/api/energy-meters/{meter_id}/reading", self.meter_reading, methods=["GET"]),
             Route("/api/relays", self.relays, methods=["GET"]),
             Route("/api/relays/{name}", self.set_relay, methods=["POST"]),
@@ -246,6 +250,43 @@ class Web:
     async def building(self, request: Request) -> Response:
         """GET /api/energy-meters/consumption/building."""
         return await self._answer(_sync(self.service.building), wrap=True)
+
+    async def add_meter(self, request: Request) -> Response:
+        """POST /api/energy-meters: the WAGO guide's body -> meters_dir/NAME.ini (main starts it)."""
+        return await self._write_meter(request, None)
+
+    async def update_meter(self, request: Request) -> Response:
+        """PUT /api/energy-meters/{id}: rewrite that meter's file (main restarts it)."""
+        return await self._write_meter(request, request.path_params["meter_id"])
+
+    async def _write_meter(self, request: Request, meter_id: str | None) -> Response:
+        body = await request.body()
+        if len(body) > MAX_BODY:
+            return error(400, "request body too large")
+        try:
+            doc = json.loads(body or b"null")
+        except ValueError:
+            return error(400, "expected a JSON body (name, location, protocol, meterType, pollInterval, "
+                         "communication)")
+        try:
+            result = meter_registry.write(self.cfg, doc, meter_id)
+        except ApiError as exc:
+            return error(exc.status, exc.message)
+        client = request.client
+        log.info("meter %s %s by %s (%s)", result["id"], "updated" if meter_id else "added",
+                 client.host if client else "-", result["file"])
+        return Json({"success": True, "data": result}, status_code=200 if meter_id else 201)
+
+    async def delete_meter(self, request: Request) -> Response:
+        """DELETE /api/energy-meters/{id}: remove that meter's file (main stops it)."""
+        meter_id = request.path_params["meter_id"]
+        try:
+            result = meter_registry.delete(self.cfg, meter_id)
+        except ApiError as exc:
+            return error(exc.status, exc.message)
+        client = request.client
+        log.info("meter %s deleted by %s (%s)", meter_id, client.host if client else "-", result["file"])
+        return Json({"success": True, "data": result})
 
     async def relays(self, request: Request) -> Response:
         """GET /api/relays."""
