@@ -219,7 +219,12 @@ def run(cfg: config_mod.Config, replay_relays: bool = False) -> int:
         mq = meter_qs[m.name]
         children.append(Child(f"meter-{m.name}", METER, _meter, ([x for x in every_q if x is not mq], m, mq,
                                                                  stop_event, level, cfg.general.log_interval)))
-    sup = Supervisor(ctx, children, stop_event, reader_failed)
+    watch = None
+    if cfg.general.meters_dir and not replay:  # the web API's meter files: a change restarts with them
+        from app.web.meter_files import DirWatch
+
+        watch = DirWatch(cfg.general.meters_dir, lambda: config_mod.load(cfg.path))
+    sup = Supervisor(ctx, children, stop_event, reader_failed, reload_check=watch.changed if watch else None)
 
     def on_signal(signum: int, _frame: Any) -> None:
         sup.request_stop(signal.Signals(signum).name)
@@ -231,7 +236,11 @@ def run(cfg: config_mod.Config, replay_relays: bool = False) -> int:
     sup.start()
     for each in every_q:
         _close_queue_ends(each)  # main never reads or writes them: a child's EOF must not wait for main
-    return sup.run()
+    code = sup.run()
+    if sup.reload_reason is not None and code == 0:
+        logging.shutdown()
+        os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])  # the same command, the new meters
+    return code
 
 
 def _close_queue_ends(q: multiprocessing.Queue[Any]) -> None:

@@ -151,8 +151,10 @@ class Supervisor:
     """Starts the children, watches their deaths and heartbeats, and decides the exit code."""
 
     def __init__(self, ctx: ForkContext, children: list[Child], stop_event: Any, source_failed: Any,
-                 notifier: Notifier | None = None) -> None:
+                 notifier: Notifier | None = None, reload_check: Callable[[], str | None] | None = None) -> None:
         self.ctx = ctx
+        self.reload_check = reload_check  # each round: a reason to stop and start again (meters_dir changed)
+        self.reload_reason: str | None = None
         self.children = children
         self.stop_event = stop_event
         self.source_failed = source_failed  # tells the CONTROL child to put relays safe
@@ -193,6 +195,11 @@ class Supervisor:
             multiprocessing.connection.wait(sentinels, timeout=0.25)
             if self.stopping:
                 log.info("%s: stopping", self.stopping[0])
+                return 0
+            if self.reload_check is not None and (why := self.reload_check()) is not None:
+                self.reload_reason = why
+                log.info("meters_dir: %s; restarting with the new meters", why)
+                self.stop_event.set()
                 return 0
             now = time.monotonic()
             alive = {c.name: c.proc.is_alive() for c in self.children}  # once per round

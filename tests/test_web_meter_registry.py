@@ -4,6 +4,7 @@ real uvicorn server (token, 400 with the INI's message, 409 for the P1 meter and
 from __future__ import annotations
 
 import configparser
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -121,3 +122,57 @@ def test_secrets_masked_and_no_token_no_writes(served_dir: tuple[Served, Path], 
         assert status == 403 and "token" in got["error"]
     finally:
         plain.close()
+
+
+def test_main_starts_and_stops_meters_from_meters_dir(tmp_path: Path) -> None:
+    import threading
+    from http.server import ThreadingHTTPServer
+
+    from tests.appliance import Appliance, csv_rows, wait_for
+    from tests.test_http_meter import _Handler
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    httpd.daemon_threads = True
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    d = tmp_path / "meters.d"
+    d.mkdir()
+    ini = tmp_path / "main.ini"
+    ini.write_text(f"""
+[general]
+meters_dir = {d}
+[meter]
+source = {tmp_path / 'no-p1'}
+protocol = dsmr
+[csv]
+enabled = yes
+directory = {tmp_path / 'csv'}
+interval = 0
+flush_interval = 200 ms
+""")
+    app = Appliance(ini)
+    try:
+        app.wait_log(r"smartmeter .* starting")
+        body = {"name": "sub", "protocol": "http", "pollInterval": 300,
+                "communication": {"url": f"http://127.0.0.1:{httpd.server_address[1]}/wago"}}
+        from app.web.meter_files import ini_text, write_file
+        ident, items = section_items(body)
+        write_file(str(d), ident, ini_text(ident, items))  # what POST /api/energy-meters does
+        app.wait_log(r"meters_dir: added sub; restarting with the new meters")
+        app.wait_log(r"meter sub process started")
+        assert wait_for(lambda: len(csv_rows(tmp_path / "csv" / "sub")) >= 1, 30), app.log()
+        (d / "bad.ini").write_text("[meter:bad]\nprotocol = http\n")
+        app.wait_log(r"changed, not applied \(the running meters go on\): \[meter:bad\] url: missing")
+        (d / "bad.ini").unlink()
+        (d / "sub.ini").unlink()  # what DELETE does
+        app.wait_log(r"meters_dir: removed sub; restarting")
+        n = app.log().count("meter sub process started")
+        app.wait_log(r"smartmeter .* starting[\s\S]*smartmeter .* starting[\s\S]*smartmeter .* starting")
+        time.sleep(1.0)
+        assert app.log().count("meter sub process started") == n  # not started again
+        assert app.proc.poll() is None
+        assert app.stop() == 0
+    finally:
+        app.kill()
+        httpd.shutdown()
+        httpd.server_close()
+    assert "Traceback" not in app.log()

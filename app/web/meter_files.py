@@ -201,3 +201,59 @@ def read_dir(directory: str) -> list[tuple[str, dict[str, str], str]]:
                               f"{', '.join(f'[{s}]' for s in sections) or 'none'})", "")
         out.append((path.stem, dict(parser[want]), str(path)))
     return out
+
+
+class DirWatch:
+    """main's look at meters_dir every `every_s`: a reason to reload when its NAME.ini files changed and the
+    whole config still loads (a bad file is logged once and not applied)."""
+
+    def __init__(self, directory: str, load: Any, every_s: float = 2.0, clock: Any = None) -> None:
+        import logging
+        import time
+
+        self.directory = directory
+        self.load = load  # () -> Config; raises ConfigError
+        self.every_s = every_s
+        self.clock = clock or time.monotonic
+        self.log = logging.getLogger("app.main")
+        self.seen = self._snapshot()
+        self._refused: dict[str, tuple[int, int]] | None = None
+        self._next = self.clock() + every_s
+
+    def _snapshot(self) -> dict[str, tuple[int, int]]:
+        try:
+            entries = list(os.scandir(self.directory))
+        except OSError:
+            return {}
+        out = {}
+        for e in entries:
+            if e.name.endswith(".ini") and not e.name.startswith("."):
+                try:
+                    st = e.stat()
+                except OSError:
+                    continue
+                out[e.name[:-4]] = (st.st_mtime_ns, st.st_size)
+        return out
+
+    def changed(self) -> str | None:
+        """None, or what changed ("added pv; changed heat; removed plug") when the new config is good."""
+        now = self.clock()
+        if now < self._next:
+            return None
+        self._next = now + self.every_s
+        snap = self._snapshot()
+        if snap == self.seen or snap == self._refused:
+            return None
+        try:
+            self.load()
+        except ConfigError as exc:
+            self._refused = snap
+            self.log.error("%s changed, not applied (the running meters go on): %s", self.directory, exc)
+            return None
+        added = sorted(set(snap) - set(self.seen))
+        removed = sorted(set(self.seen) - set(snap))
+        changed = sorted(k for k in set(snap) & set(self.seen) if snap[k] != self.seen[k])
+        parts = [f"{what} {', '.join(names)}" for what, names in (("added", added), ("changed", changed),
+                                                                 ("removed", removed)) if names]
+        self.seen = snap
+        return "; ".join(parts) or "files touched"
