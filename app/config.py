@@ -938,7 +938,9 @@ def redacted(cfg: Config) -> dict[str, dict[str, Any]]:
                 out[f"tariff:{tariff.name}"] = _plain(tariff)
         elif f.name == "meters":
             for m in val:
-                out[f"meter:{m.name}"] = _plain(m) | {"settings": _plain(m.settings) if is_dataclass(m.settings)
+                shown = getattr(m.settings, "shown", None)  # a kind that knows more secrets (a URL's query)
+                out[f"meter:{m.name}"] = _plain(m) | {"settings": shown() if shown is not None else
+                                                      _plain(m.settings) if is_dataclass(m.settings)
                                                       else m.settings}
         elif is_dataclass(val):
             out[f.name] = _plain(val)

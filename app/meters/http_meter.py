@@ -6,6 +6,7 @@
     method = GET                          ; or POST (with `body`)
     headers = Accept: application/json    ; one `Name: value` per line (indented continuation lines)
     auth_token = ...                      ; secret: SMARTMETER_METER_SUB_TOKEN wins; sent as Bearer
+    auth_header = X-Api-Key               ; or in this header, bare (default: Authorization: Bearer ...)
     poll_interval = 30 s
     power_unit = W                        ; for `power`/`activePower` without a unit (power_kw is kW)
     path_power = data.meters[0].p         ; optional JSON path per quantity (path_energy, path_voltage, ...)
@@ -39,7 +40,8 @@ MAX_ANSWER = 1 << 20  # bytes read from an answer at most
 PATH_KEYS = {"power_w": "path_power", "import_kwh": "path_energy", "export_kwh": "path_energy_export",
              "voltage_v": "path_voltage", "current_a": "path_current", "power_factor": "path_power_factor",
              "frequency_hz": "path_frequency"}
-KEYS = frozenset({"url", "method", "headers", "body", "auth_token", "timeout", "power_unit", "energy_unit",
+KEYS = frozenset({"url", "method", "headers", "body", "auth_token", "auth_header", "timeout", "power_unit",
+                  "energy_unit",
                   *PATH_KEYS.values()})
 
 
@@ -52,10 +54,25 @@ class HttpSettings:
     headers: tuple[tuple[str, str], ...] = ()
     body: str = ""
     auth_token: str = field(default="", repr=False)
+    auth_header: str = "Authorization"  # Authorization: Bearer <token>; another header gets the bare token
     timeout: float = 5.0
     power_unit: str = "W"
     energy_unit: str = "kWh"
     paths: tuple[tuple[str, str], ...] = ()
+
+    def shown(self) -> dict[str, object]:
+        """The settings as --check-config prints them: token masked, the URL's query values and the values
+        of secret-looking headers (X-Api-Key) masked."""
+        from app.config import is_secret_key
+
+        u = urlsplit(self.url)
+        query = "&".join(f"{part.partition('=')[0]}=***" for part in u.query.split("&") if part)
+        url = urlunsplit((u.scheme, u.netloc.rpartition("@")[2], u.path, query, ""))
+        headers = [(k, "***" if is_secret_key(k.replace("-", "_")) else v) for k, v in self.headers]
+        return {"url": url, "method": self.method, "headers": headers, "body": self.body,
+                "auth_token": "***" if self.auth_token else "", "auth_header": self.auth_header,
+                "timeout": self.timeout,
+                "power_unit": self.power_unit, "energy_unit": self.energy_unit, "paths": dict(self.paths)}
 
     @property
     def where(self) -> str:
@@ -88,6 +105,12 @@ def _headers(text: str) -> tuple[tuple[str, str], ...]:
     return tuple(out)
 
 
+def _header_name(text: str) -> str:
+    if not text or any(c in text for c in " \t:") or not text.isascii():
+        raise ValueError("expected a header name such as X-Api-Key")
+    return text
+
+
 def parse_settings(sec: Section, name: str) -> HttpSettings:
     """The http keys: url, method, headers, body, auth_token, timeout, power_unit, energy_unit, path_*."""
     url = sec.get("url", "", _url)
@@ -110,6 +133,7 @@ def parse_settings(sec: Section, name: str) -> HttpSettings:
         headers=headers,
         body=sec.text("body", ""),
         auth_token=sec.text("auth_token", "", env=f"SMARTMETER_METER_{name.upper()}_TOKEN"),
+        auth_header=sec.get("auth_header", "Authorization", _header_name),
         timeout=sec.duration("timeout", 5.0, lo=0.1, hi=120.0),
         power_unit={"w": "W", "kw": "kW"}[sec.choice("power_unit", "w", ("w", "kw"))],
         energy_unit={"wh": "Wh", "kwh": "kWh"}[sec.choice("energy_unit", "kwh", ("wh", "kwh"))],
@@ -163,7 +187,8 @@ class HttpPoller:
         headers = {"Accept": "application/json", "User-Agent": "smartmeter"}
         headers.update(dict(s.headers))
         if s.auth_token:
-            headers["Authorization"] = f"Bearer {s.auth_token}"
+            bearer = s.auth_header.lower() == "authorization"
+            headers[s.auth_header] = f"Bearer {s.auth_token}" if bearer else s.auth_token
         data = s.body.encode() if s.method == "POST" else None
         if data is not None and not any(k.lower() == "content-type" for k in headers):
             headers["Content-Type"] = "application/json"
