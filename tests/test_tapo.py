@@ -12,19 +12,16 @@ import json
 from typing import Any
 
 import pytest
+from kasa import Credentials, DeviceConfig
+from kasa.protocols.smartprotocol import SmartProtocol
+from kasa.smart import SmartDevice
+from kasa.transports.basetransport import BaseTransport
 
-pytest.importorskip("kasa")
-
-from kasa import Credentials, DeviceConfig  # noqa: E402
-from kasa.protocols.smartprotocol import SmartProtocol  # noqa: E402
-from kasa.smart import SmartDevice  # noqa: E402
-from kasa.transports.basetransport import BaseTransport  # noqa: E402
-
-from app.config import Section  # noqa: E402
-from app.errors import ConfigError  # noqa: E402
-from app.meters import MeterSpec, parse_meter  # noqa: E402
-from app.meters.sample import MeterError  # noqa: E402
-from app.meters.tapo_meter import TapoPoller, TapoSettings  # noqa: E402
+from app.config import Section
+from app.errors import ConfigError
+from app.meters import MeterSpec, parse_meter
+from app.meters.sample import MeterError
+from app.meters.tapo_meter import TapoPoller, TapoSettings
 
 COMPONENTS = ["device", "firmware", "quick_setup", "time", "wireless", "schedule", "countdown", "antitheft",
               "account", "synchronize", "sunrise_sunset", "led", "cloud_connect", "iot_cloud", "device_local_time",
