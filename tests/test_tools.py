@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import select
+import signal
 import subprocess
 import sys
 import termios
@@ -80,9 +81,23 @@ def test_probe_recognises_an_encrypted_push_without_a_key(meter: list[Meter]) ->
     meter.append(m)
     res = ports.probe(m.path, 20)
     assert res.found and res.encrypted
-    assert "encrypted DLMS push (mbus) from system title 4B464D6750000009 — set [meter] key" in res.verdict
+    assert "encrypted DLMS push (mbus) from system title 4B464D6750000009 (KFM…) — set [meter] key" in res.verdict
     assert res.protocol == "dlms"
     assert any(line.startswith("key = ") for line in res.config_lines())
+
+
+@pytest.mark.parametrize(("capture", "verdict", "extra"), [
+    ("dlms/kamstrup_omnipower_no_hdlc_1.bin", "DLMS push (hdlc) from meter 6841138BN245101090 with 12 values", ""),
+    ("dsmr/kamstrup_162-zabf_dsmr2.2_1.txt", "DSMR telegram from KMP5 ZABF001551772711", "no CRC (DSMR 2/3)"),
+    ("dsmr/sagemcom_lu-smarty-encrypted_dsmr4.2_1.bin",
+     "encrypted DLMS push (raw) from system title 534147677001BD54 (SAG…) — set [meter] key", "profile = smarty"),
+])
+def test_probe_names_other_meters(meter: list[Meter], capture: str, verdict: str, extra: str) -> None:
+    m = Meter((FIXTURES / capture).read_bytes())
+    meter.append(m)
+    res = ports.probe(m.path, 20)
+    assert res.found and verdict in res.verdict
+    assert extra in res.verdict + "\n".join(res.config_lines())
 
 
 def test_probe_of_a_silent_port_stops_after_one_setting(meter: list[Meter]) -> None:
@@ -233,3 +248,20 @@ def test_the_sample_config_writes_csv_rows_as_it_stands(tmp_path: Path) -> None:
     assert run(cfg) == 0
     (day,) = csv_dir.glob("*.csv")
     assert len(day.read_text().splitlines()) >= 2  # header and a row
+
+
+def test_capture_until_ctrl_c_ends_cleanly(tmp_path: Path, meter: list[Meter]) -> None:
+    m = Meter(FLUVIUS.read_bytes())
+    meter.append(m)
+    ini = _cfg(tmp_path, f"[meter]\nsource = {m.path}\n")
+    out = tmp_path / "long.bin"
+    proc = subprocess.Popen([sys.executable, str(ROOT / "app" / "main.py"), "-c", str(ini), "--capture", str(out),
+                             "--seconds", "0"], stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and (not out.exists() or out.stat().st_size < 2 * len(FLUVIUS.read_bytes())):
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    _out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err
+    assert f"wrote {out.stat().st_size} bytes to {out}" in err

@@ -8,9 +8,11 @@ and writes what arrives unchanged, so `--replay` and `--decode` read it as the r
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
 import time
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from app.config import Config
 from app.framing.auto import make_framer
@@ -26,8 +28,10 @@ def _settings(cfg: Config) -> tuple[tuple[int, str], ...]:
     return ((int(m.baudrate), m.serial_format),)
 
 
-def capture(cfg: Config, out: BinaryIO, seconds: float) -> tuple[int, int, int]:
-    """Copy the port to `out` for `seconds` (0 = until Ctrl-C); (bytes, good frames, bad frames)."""
+def capture(cfg: Config, out: BinaryIO, seconds: float,
+            stop: threading.Event | None = None) -> tuple[int, int, int]:
+    """Copy the port to `out` for `seconds` (0 = until `stop` is set); (bytes, good frames, bad frames)."""
+    stop = stop or threading.Event()
     m = cfg.meter
     settings = _settings(cfg)
     total = good = bad = 0
@@ -40,7 +44,7 @@ def capture(cfg: Config, out: BinaryIO, seconds: float) -> tuple[int, int, int]:
         print(f"smartmeter: capturing {m.source} at {baudrate} {fmt}", file=sys.stderr, flush=True)
         start = time.monotonic()
         try:
-            while seconds <= 0 or time.monotonic() - start < seconds:
+            while (seconds <= 0 or time.monotonic() - start < seconds) and not stop.is_set():
                 chunk = src.read_some()
                 if not chunk:
                     if not confirmed and time.monotonic() - start > DETECT_S:
@@ -61,14 +65,12 @@ def capture(cfg: Config, out: BinaryIO, seconds: float) -> tuple[int, int, int]:
                 out.write(chunk)
                 out.flush()
                 total += len(chunk)
-        except KeyboardInterrupt:
-            confirmed = True
-            if held:
-                out.write(held)
-                total += len(held)
         finally:
             src.close()
-        if confirmed:
+        if stop.is_set() and held:  # stopped while still detecting: keep what arrived
+            out.write(held)
+            total += len(held)
+        if confirmed or stop.is_set():
             break
         good = bad = 0
     return total, good, bad
@@ -80,9 +82,16 @@ def run_cli(cfg: Config, path: str, seconds: float | None) -> int:
         print("smartmeter: --capture needs a port: [meter] source is a replay", file=sys.stderr)
         return 2
     duration = 60.0 if seconds is None else seconds
+    stop = threading.Event()
+
+    def on_signal(_signum: int, _frame: Any) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGINT, on_signal)  # Ctrl-C ends the capture cleanly, the file complete
+    signal.signal(signal.SIGTERM, on_signal)
     try:
         with open(path, "wb") as out:
-            total, good, bad = capture(cfg, out, duration)
+            total, good, bad = capture(cfg, out, duration, stop)
     except SourceError as exc:
         print(f"smartmeter: cannot open {cfg.meter.source}: {exc}", file=sys.stderr)
         return 2

@@ -113,10 +113,12 @@ class ProbeResult:
                  f"baudrate = {self.baudrate}", f"serial_format = {self.serial_format}"]
         if self.encrypted:
             lines.append("key = <32 hex digits from your grid operator>   ; or SMARTMETER_KEY")
+            if "(SAG…)" in self.verdict and self.baudrate == 115200:
+                lines.append("; a Sagemcom on a P1 port: in Luxembourg (Smarty) also  profile = smarty")
         return lines
 
 
-def describe(reading: Reading) -> str:
+def describe(reading: Reading, link: str = "") -> str:
     """'DSMR 5.0 telegram from FLU5\\253769484_A (meter 3153414733313030373231333236), CRC ok'."""
     if reading.protocol == "dsmr":
         version = reading.values.get("1-3:0.2.8") or reading.values.get("0-0:96.1.4")
@@ -128,7 +130,8 @@ def describe(reading: Reading) -> str:
         who = f" (meter {reading.meter_id})" if reading.meter_id else ""
         return f"DSMR{ver} telegram from {reading.header}{who}, {crc}"
     who = f" from meter {reading.meter_id}" if reading.meter_id else ""
-    return f"DLMS push{who} with {len(reading.values)} values"
+    via = f" ({link})" if link else ""
+    return f"DLMS push{via}{who} with {len(reading.values)} values"
 
 
 def _digits(v: object) -> str:
@@ -138,10 +141,13 @@ def _digits(v: object) -> str:
 
 
 def _encrypted_title(data: bytes) -> str | None:
+    """The system title in hex, with its maker's letters where printable: '4B464D6750000009 (KFM…)'."""
     try:
-        return split(data).system_title.hex().upper()
+        title = split(data).system_title
     except ProtocolError:
         return None
+    maker = title[:3].decode("ascii", "replace")
+    return title.hex().upper() + (f" ({maker}…)" if maker.isalpha() and maker.isupper() else "")
 
 
 def probe_setting(url: str, baudrate: int, serial_format: str, seconds: float,
@@ -173,7 +179,7 @@ def probe_setting(url: str, baudrate: int, serial_format: str, seconds: float,
                 except ProtocolError as exc:
                     bad.append(str(exc))
                     continue
-                return describe(reading), frame.link, False, received
+                return describe(reading, frame.link), frame.link, False, received
     finally:
         src.close()
     if bad:
