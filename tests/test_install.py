@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import ROOT
 from tests.test_packaging import build_wheel
 
@@ -69,3 +71,43 @@ def test_install_refuses_unknown_options(tmp_path: Path) -> None:
     bad = _install(tmp_path / "r", "--frobnicate")
     assert bad.returncode == 2 and "unknown option --frobnicate" in bad.stderr
     assert shutil.which("sh")
+
+
+def _etc(root: Path) -> None:
+    """A Pi's user database, small: root, and the dialout and gpio groups."""
+    etc = root / "etc"
+    etc.mkdir(parents=True)
+    (etc / "passwd").write_text("root:x:0:0:root:/root:/bin/bash\n")
+    (etc / "group").write_text("root:x:0:\ndialout:x:20:\ngpio:x:993:\n")
+    (etc / "shadow").write_text("root:*:19000:0:99999:7:::\n")
+    (etc / "gshadow").write_text("root:*::\ndialout:*::\ngpio:*::\n")
+    for f in ("shadow", "gshadow"):
+        (etc / f).chmod(0o640)
+
+
+def test_install_makes_the_service_user_in_dialout_and_gpio(tmp_path: Path) -> None:
+    if os.geteuid() != 0 or not shutil.which("useradd"):
+        pytest.skip("useradd --prefix and chown need root")
+    wheel = build_wheel(tmp_path)
+    root = tmp_path / "root"
+    _etc(root)
+    env = dict(os.environ, PYTHON=sys.executable)
+    cmd = ["sh", str(INSTALL), "--root", str(root), "--wheel", str(wheel), "--pip-args", "--no-deps --no-index"]
+    for _ in range(2):  # the second run changes nothing
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env, check=False)
+        assert done.returncode == 0, done.stdout + done.stderr
+    passwd = (root / "etc/passwd").read_text().splitlines()
+    (user,) = [line for line in passwd if line.startswith("smartmeter:")]
+    _name, _x, uid, gid, _gecos, home, shell = user.split(":")
+    assert home == "/var/lib/smartmeter" and shell == "/usr/sbin/nologin"
+    groups = {line.split(":")[0]: line.split(":")[3] for line in (root / "etc/group").read_text().splitlines()}
+    assert groups["dialout"] == "smartmeter" and groups["gpio"] == "smartmeter"
+    for d in ("var/lib/smartmeter", "var/lib/smartmeter/csv", "var/lib/smartmeter/spool"):
+        st = (root / d).stat()
+        assert (st.st_uid, st.st_gid) == (int(uid), int(gid)), d
+    ini = (root / "etc/smartmeter/smartmeter.ini").stat()
+    assert (ini.st_uid, ini.st_gid, ini.st_mode & 0o777) == (0, int(gid), 0o640)
+    purge = subprocess.run(["sh", str(INSTALL), "--root", str(root), "--uninstall", "--purge"], capture_output=True,
+                           text=True, timeout=120, check=False)
+    assert purge.returncode == 0, purge.stderr
+    assert "smartmeter" not in (root / "etc/passwd").read_text() + (root / "etc/group").read_text()

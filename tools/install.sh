@@ -52,6 +52,12 @@ ETC="$ROOT/etc/smartmeter"
 VAR="$ROOT/var/lib/smartmeter"
 UNIT="$ROOT/etc/systemd/system/smartmeter.service"
 SUPERVISOR="$ROOT/etc/supervisor/conf.d/smartmeter.conf"
+# Users and groups go into $ROOT/etc/{passwd,group,shadow,gshadow} with --root (shadow's --prefix).
+PFX=""
+[ -n "$ROOT" ] && PFX="--prefix $ROOT"
+user_exists() { grep -q "^$1:" "$ROOT/etc/passwd" 2>/dev/null || { [ -z "$ROOT" ] && id "$1" >/dev/null 2>&1; }; }
+group_exists() { grep -q "^$1:" "$ROOT/etc/group" 2>/dev/null || { [ -z "$ROOT" ] && getent group "$1" >/dev/null; }; }
+owner() { awk -F: -v u="$SVC_USER" '$1 == u { print $3 ":" $4 }' "$ROOT/etc/passwd"; }
 have_systemd() { [ -z "$ROOT" ] && [ -d /run/systemd/system ] && command -v systemctl >/dev/null; }
 say() { echo "install.sh: $*"; }
 
@@ -65,7 +71,12 @@ if [ -n "$UNINSTALL" ]; then
   say "removed the service and $OPT"
   if [ -n "$PURGE" ]; then
     rm -rf "$ETC" "$VAR"
-    if [ -n "$USERS" ] && id "$SVC_USER" >/dev/null 2>&1; then userdel "$SVC_USER" || true; fi
+    if [ -n "$USERS" ] && user_exists "$SVC_USER"; then
+      # shellcheck disable=SC2086
+      userdel $PFX "$SVC_USER" || true
+      # shellcheck disable=SC2086
+      if group_exists "$SVC_USER"; then groupdel $PFX "$SVC_USER" || true; fi
+    fi
     say "purged $ETC, $VAR and the $SVC_USER user"
   else
     say "kept the config $ETC and the data $VAR (--purge removes them)"
@@ -75,13 +86,15 @@ fi
 
 # 1. the user and its groups
 if [ -n "$USERS" ]; then
-  if ! id "$SVC_USER" >/dev/null 2>&1; then
-    useradd --system --user-group --home-dir /var/lib/smartmeter --no-create-home \
+  if ! user_exists "$SVC_USER"; then
+    # shellcheck disable=SC2086
+    useradd $PFX --system --user-group --home-dir /var/lib/smartmeter --no-create-home \
       --shell /usr/sbin/nologin --comment "smartmeter appliance" "$SVC_USER"
     say "created user $SVC_USER"
   fi
   for g in dialout gpio; do
-    if getent group "$g" >/dev/null; then usermod -aG "$g" "$SVC_USER"; else say "no group $g on this system (not a Pi?)"; fi
+    # shellcheck disable=SC2086
+    if group_exists "$g"; then usermod $PFX -aG "$g" "$SVC_USER"; else say "no group $g on this system (not a Pi?)"; fi
   done
 fi
 
@@ -89,8 +102,8 @@ fi
 install -d -m 0755 "$OPT" "$ROOT/etc/systemd/system"
 install -d -m 0750 "$ETC" "$VAR" "$VAR/csv" "$VAR/spool"
 if [ -n "$USERS" ]; then
-  chown "$SVC_USER:$SVC_USER" "$VAR" "$VAR/csv" "$VAR/spool"
-  chown "root:$SVC_USER" "$ETC"
+  chown "$(owner)" "$VAR" "$VAR/csv" "$VAR/spool"
+  chown "0:$(owner | cut -d: -f2)" "$ETC"
 fi
 
 # 3. the program, in its own venv (system site-packages: python3-lgpio from apt for the relay pins)
@@ -106,7 +119,7 @@ say "installed $("$OPT/venv/bin/smartmeter" --version)"
 if [ ! -e "$ETC/smartmeter.ini" ]; then
   cp "$SRC/config.sample.ini" "$ETC/smartmeter.ini"
   chmod 0640 "$ETC/smartmeter.ini"
-  [ -n "$USERS" ] && chown "root:$SVC_USER" "$ETC/smartmeter.ini"
+  [ -n "$USERS" ] && chown "0:$(owner | cut -d: -f2)" "$ETC/smartmeter.ini"
   say "wrote $ETC/smartmeter.ini from config.sample.ini: edit it, then sudo systemctl restart smartmeter"
 fi
 
