@@ -175,20 +175,23 @@ def test_dashboard_shows_the_api_follows_live_and_switches_relays(
 
         # history, cost and capacity equal the API's for the meter's day (2026-06-21)
         today = _get(port, "/api/energy/smart-meter/history?resolution=quarter&from=2026-06-21&to=2026-06-22")
-        assert wait_for(lambda: page.get_attribute("#chart-today", "data-rows") == str(len(today["rows"])), 30.0)
+        # (the page refreshes history at least every 60 s: a first fetch that raced the store is redone)
+        assert wait_for(lambda: page.get_attribute("#chart-today", "data-rows") == str(len(today["rows"])), 75.0)
         days = _get(port, "/api/energy/smart-meter/history?resolution=day&from=2026-05-22&to=2026-06-22")
         assert len(days["rows"]) >= 2
-        assert wait_for(lambda: page.get_attribute("#chart-days", "data-rows") == str(len(days["rows"])), 30.0)
+        assert wait_for(lambda: page.get_attribute("#chart-days", "data-rows") == str(len(days["rows"])), 75.0)
         cost = _get(port, "/api/energy/smart-meter/cost?from=2026-06-01&to=2026-06-22")
         assert cost["total"]["total"] > 0
-        assert wait_for(lambda: _value(page, "cost-month") == _num(cost["total"]["total"]), 30.0), (
+        assert wait_for(lambda: _value(page, "cost-month") == _num(cost["total"]["total"]), 75.0), (
             _value(page, "cost-month"), cost["total"])
         assert _value(page, "cost-projected") == _num(cost["projection"]["month"]["projected"]["total"])
         cap = _get(port, "/api/energy/smart-meter/capacity")
         for element, key in (("cap-peak", "month_peak_kw"), ("cap-mean", "mean_12m_kw"), ("cap-floor", "floor_kw")):
             assert _value(page, element) == _num(cap[key]), element
         status = _get(port, "/api/energy/smart-meter/status")
-        assert _value(page, "st-ok") == str(status["counters"]["telegrams_ok"])
+        # the page polls the status every 5 s: wait for a poll after the reader's last counters
+        assert wait_for(lambda: _value(page, "st-ok") == str(status["counters"]["telegrams_ok"]), 30.0), (
+            _value(page, "st-ok"), status["counters"])
         assert page.inner_text("#meter-badge") == "online"
 
         # a new telegram on the pty: the live value follows
