@@ -21,7 +21,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from app.control.capacity import CapacityConfig, parse_capacity
 from app.control.conditions import Condition, parse_condition
+from app.control.daily import MinDaily, parse_min_daily
 from app.errors import ConfigError
 from app.meters import ROLES, MeterSpec, SiteConfig, check_meters, meter_name, parse_meter, parse_site
 from app.store.settings import HistoryConfig, parse_history
@@ -178,6 +180,8 @@ class RelayConfig:
     min_off: float = 0.0
     max_switches: tuple[int, float] | None = None
     hours: tuple[dtime, dtime] | None = None
+    sheddable: bool = False  # [capacity] peak shaving may switch it off
+    min_daily: MinDaily | None = None  # run at least this long a day, by a deadline
 
 
 @dataclass(frozen=True)
@@ -287,6 +291,7 @@ class Config:
     web: WebConfig = field(default_factory=WebConfig)
     meters: tuple[MeterSpec, ...] = ()  # [meter:NAME] sections: more meters, one reader process each
     site: SiteConfig = field(default_factory=SiteConfig)
+    capacity: CapacityConfig = field(default_factory=CapacityConfig)
 
 
 # ---------------------------------------------------------------- section reader
@@ -626,6 +631,8 @@ def _relay(sec: Section, name: str) -> RelayConfig:
         min_off=sec.duration("min_off", 0.0),
         max_switches=sec.get("max_switches", None, parse_max_switches),
         hours=sec.get("hours", None, parse_hours),
+        sheddable=sec.flag("sheddable", False),
+        min_daily=sec.get("min_daily", None, parse_min_daily),
     )
     sec.check_unknown()  # a misspelt key first: `on_wen: unknown key` explains `on_when: missing`
     if not pin:
@@ -801,6 +808,7 @@ _SECTIONS: dict[str, Callable[[Section], Any]] = {
     "tariff": lambda sec: parse_tariff(sec, ""),
     "web": parse_web,
     "site": parse_site,
+    "capacity": parse_capacity,
 }
 # [prefix:NAME] sections other than relays: prefix -> (parser taking the section and NAME, Config field)
 _PREFIXED: dict[str, tuple[Callable[[Section, str], Any], str]] = {
@@ -953,8 +961,8 @@ def _plain(obj: Any) -> dict[str, Any]:
         v = getattr(obj, f.name)
         if is_secret_key(f.name):
             res[f.name] = "***" if v else ""
-        elif isinstance(v, Condition):
-            res[f.name] = v.text
+        elif isinstance(v, (Condition, MinDaily)):
+            res[f.name] = v.text if isinstance(v, Condition) else str(v)
         elif isinstance(v, tuple) and len(v) == 2 and isinstance(v[0], dtime):
             res[f.name] = f"{v[0]:%H:%M}-{v[1]:%H:%M}"
         else:

@@ -12,10 +12,12 @@ import multiprocessing
 import os
 import queue as queue_mod
 import signal
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
+from datetime import date
 from multiprocessing.synchronize import Event
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
@@ -170,6 +172,23 @@ def build_sinks(cfg: Config, on_command: Callable[[str, str], object] | None) ->
     return sinks
 
 
+def seed_month_peak(controller: Controller, cfg: Config) -> None:
+    """Peak shaving starts from this month's peak in the history store (a store it cannot read: logged)."""
+    from app.store.query import HistoryQuery
+
+    try:
+        query = HistoryQuery(cfg)
+        try:
+            cap = query.capacity()
+        finally:
+            query.close()
+    except (OSError, sqlite3.Error) as exc:
+        log.warning("peak shaving: this month's peak not read from the history store (%s)", exc)
+        return
+    if cap.get("month_peak_kw") is not None:
+        controller.seed_month_peak(date.fromisoformat(cap["month"] + "-01"), float(cap["month_peak_kw"]))
+
+
 class PostProcessor:
     """Decisions and exports for each reading; independent of multiprocessing for tests."""
 
@@ -195,7 +214,10 @@ class PostProcessor:
                 log.info("replay: relays simulated on mock pins, no real pin is touched "
                          "(--replay-relays drives them)")
             self.controller = Controller(cfg.control, cfg.relays, pin_factory=pin_factory,
-                                         tz=ZoneInfo(cfg.meter.timezone), simulated=simulate_relays)
+                                         tz=ZoneInfo(cfg.meter.timezone), simulated=simulate_relays,
+                                         capacity=cfg.capacity, tariff=cfg.tariff if cfg.tariff.priced else None)
+            if cfg.capacity.enabled and cfg.history.enabled:
+                seed_month_peak(self.controller, cfg)
         built = sinks if sinks is not None else build_sinks(cfg, self._on_command)
         replay = cfg.meter.replay_path is not None
         self.live = not replay

@@ -19,10 +19,11 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping
-from datetime import UTC, datetime, timedelta, tzinfo
+from datetime import UTC, date, datetime, timedelta, tzinfo
 from typing import Any
 
 from app.config import ControlConfig, RelayConfig
+from app.control.capacity import CapacityConfig
 from app.control.override import (
     APPLIED,
     DEFERRED,
@@ -36,6 +37,7 @@ from app.control.policy import MODES, Policy, SwitchEvent
 from app.control.relays import RelayBank
 from app.logutil import RateLimited
 from app.records import Reading
+from app.tariffs.settings import TariffConfig
 
 __all__ = ["Controller", "OverrideResult", "RelayView", "SwitchEvent"]
 
@@ -52,12 +54,15 @@ class Controller:
         pin_factory: Any = None,
         tz: tzinfo | None = None,
         simulated: bool = False,
+        capacity: CapacityConfig | None = None,
+        tariff: TariffConfig | None = None,
     ) -> None:
         """Claim the pins in their safe states; `tz` is the meter's zone for `hours` windows;
-        `simulated`: the pins are mock pins (a replay), said in every switch line."""
+        `simulated`: the pins are mock pins (a replay), said in every switch line;
+        `capacity`: peak shaving ([capacity]); `tariff`: cheapest times for min_daily relays."""
         self.control = control
         self.simulated = simulated
-        self.policy = Policy(control, relays, tz)
+        self.policy = Policy(control, relays, tz, capacity=capacity, tariff=tariff)
         self.bank = RelayBank(relays, pin_factory=pin_factory, dry_run=control.dry_run)
         self._last_valid: float | None = None  # monotonic time of the last valid reading (or start)
         self._stale = False
@@ -109,6 +114,12 @@ class Controller:
             log.info("meter clock advances again, relays back under their rules")
         self._apply(events, self._last_valid, meter_time=True)
         return events
+
+    def seed_month_peak(self, month: date, kw: float) -> None:
+        """This month's peak from the history store, for peak shaving's follow_peak."""
+        if self.policy.shaver is not None:
+            self.policy.shaver.seed(month, kw)
+            log.info("peak shaving: %s peak so far %.3f kW (history)", month.strftime("%Y-%m"), kw)
 
     def check_stale(self, now_monotonic: float) -> list[SwitchEvent]:
         """No valid reading for longer than stale_after (wall clock) -> every relay safe, once."""

@@ -20,6 +20,14 @@ speed decides exactly as live. For every reading, in order:
     4. start     every relay starts in its safe state, which counts as a switch at the first
                  reading's time for min_on/min_off (not for settle).
 
+Peak shaving ([capacity], see capacity.py) comes first in step 3: while the quarter forecast is over
+the limit, the `sheddable` relay that is on with the highest priority number is shed (min_on does not
+hold it; settle does), one per reading. A shed relay is held off; once the forecast has fitted for
+restore_after (and with the load it dropped when shed it would still stay under the limit; never in a
+quarter's last 2 minutes) the last one shed returns to its rule, after min_off. While any relay is shed
+or the forecast does not fit, no sheddable relay is switched on. A `min_daily` relay that is due (see
+daily.py) is switched on whatever its on_when says and kept on until its minimum is met.
+
 `force_safe` (stale data by wall clock, shutdown, reader died) puts every relay in its safe state
 at once, whatever min_on/min_off say; control resumes at the next reading as after a start.
 Manual overrides (ON/OFF) hold a relay until AUTO; they switch at once and count as switches.
@@ -33,9 +41,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, tzinfo
 
 from app.config import ControlConfig, RelayConfig
+from app.control.capacity import CapacityConfig, Forecast, PeakShaver, meter_inputs
 from app.control.conditions import Condition
+from app.control.daily import DailyRun
 from app.control.quantities import quantities
 from app.records import Reading
+from app.tariffs.settings import TariffConfig
 
 MODES = ("ON", "OFF", "AUTO")
 
@@ -127,6 +138,8 @@ class _Relay:
     ons: deque[datetime] = field(default_factory=deque)  # switch-on times for max_switches
     mode: str = "AUTO"
     blocked: str | None = None  # held safe: a meter its conditions need is offline (see `block`)
+    daily: DailyRun | None = None
+    shed_kw: float | None = None  # the import it dropped when last shed (None: not measured yet)
 
     def end_runs(self) -> None:
         self.on.end()
@@ -153,11 +166,19 @@ class Policy:
     """The relay rules of one appliance, fed one reading at a time."""
 
     def __init__(
-        self, control: ControlConfig, relays: tuple[RelayConfig, ...], tz: tzinfo | None = None
+        self, control: ControlConfig, relays: tuple[RelayConfig, ...], tz: tzinfo | None = None,
+        capacity: CapacityConfig | None = None, tariff: TariffConfig | None = None,
     ) -> None:
-        """`tz`: the meter's time zone for `hours` (None: each reading time's own zone)."""
+        """`tz`: the meter's time zone for `hours`, quarters and days (None: each reading time's own zone);
+        `capacity`: peak shaving when enabled; `tariff`: where min_daily relays find the cheapest time."""
         self.control = control
         self.tz = tz
+        self.shaver = PeakShaver(capacity, tz) if capacity is not None and capacity.enabled else None
+        self.forecast: Forecast | None = None  # the last reading's quarter forecast (peak shaving on)
+        self._shed: list[_Relay] = []  # shed relays, the last shed on top
+        self._measure: tuple[_Relay, float] | None = None  # shed at the last reading, import kW then
+        self._fit_since: datetime | None = None
+        self._register: int | None = None  # the meter's tariff register in force (0-0:96.14.0)
         self._relays: list[_Relay] = []
         self._by_name: dict[str, _Relay] = {}
         for i, cfg in enumerate(relays):
@@ -169,6 +190,7 @@ class Policy:
                 state=cfg.safe_state,
                 on=_cond(cfg.on_when),
                 off=None if cfg.off_when is None else _cond(cfg.off_when),
+                daily=None if cfg.min_daily is None else DailyRun(cfg.min_daily, tz, tariff),
             )
             self._relays.append(r)
             self._by_name[cfg.name] = r
@@ -194,6 +216,11 @@ class Policy:
         return {r.cfg.name: r.mode for r in self._relays}
 
     @property
+    def shed(self) -> tuple[str, ...]:
+        """The relays peak shaving holds off, the first shed first."""
+        return tuple(r.cfg.name for r in self._shed)
+
+    @property
     def names(self) -> tuple[str, ...]:
         """Relay names in config order."""
         return tuple(r.cfg.name for r in self._relays)
@@ -206,6 +233,7 @@ class Policy:
             r.switched_at = None
             r.end_runs()
             events.append(SwitchEvent(r.cfg.name, r.state, at, "start: safe state", "start"))
+        self._unshed_all()
         return events
 
     def feed(self, readings: Iterable[Reading]) -> list[SwitchEvent]:
@@ -262,18 +290,26 @@ class Policy:
             r.on.update(t, q)
             if r.off is not None:
                 r.off.update(t, q)
+            if r.daily is not None:
+                r.daily.update(t, r.state)
+        fc = self._forecast(reading, t)
         if self._last_switch is not None and _since(t, self._last_switch) < self.control.settle:
             return events
-        chosen = self._pick_off(t) or self._pick_on(t)
+        chosen = self._pick_shed(t, fc) or self._pick_off(t) or self._pick_restore(t, fc) or self._pick_on(t, fc)
         if chosen is not None:
             r, state, reason = chosen
             self._switch(r, state, t)
             events.append(SwitchEvent(r.cfg.name, state, t, reason, "auto"))
+            if reason.startswith("shed:") and fc is not None:
+                self._shed.append(r)
+                self._measure = (r, fc.import_kw)
+                self._fit_since = None
         return events
 
     def force_safe(self, at: datetime, reason: str) -> list[SwitchEvent]:
         """Every relay to its safe state at once (stale data, shutdown, reader died)."""
         self._forced = True
+        self._unshed_all()
         events = []
         for r in self._relays:
             r.end_runs()
@@ -344,6 +380,9 @@ class Policy:
     def _gap(self, t: datetime, gap_s: float) -> list[SwitchEvent]:
         limit_s = self.control.stale_after
         reason = f"gap: no reading for {gap_s:.0f} s of meter time, stale_after is {limit_s:g} s"
+        self._unshed_all()
+        if self.shaver is not None:
+            self.shaver.reset_gap()
         events = []
         for r in self._relays:
             r.end_runs()
@@ -375,6 +414,8 @@ class Policy:
 
     def _off_reason(self, r: _Relay, t: datetime) -> str | None:
         """Why relay `r` should be off now (its off condition held, or outside hours), else None."""
+        if r.daily is not None and r.daily.due(t, self._register) is not None and self._inside_hours(r, t):
+            return None
         if r.off is not None:
             if r.off.held(t):
                 return r.off.cond.describe(r.off.value)
@@ -403,19 +444,85 @@ class Policy:
             r.ons.popleft()
         return len(r.ons) < count
 
-    def _pick_on(self, t: datetime) -> tuple[_Relay, bool, str] | None:
-        best: _Relay | None = None
+    def _pick_on(self, t: datetime, fc: Forecast | None) -> tuple[_Relay, bool, str] | None:
+        best: tuple[_Relay, str] | None = None
         for r in self._relays:
+            due = None if r.daily is None else r.daily.due(t, self._register)
             if (
                 r.mode != "AUTO"
                 or r.blocked is not None
                 or r.state
-                or not r.on.held(t)
+                or not (r.on.held(t) or due is not None)
                 or _since(t, r.switched_at) < r.cfg.min_off
                 or not self._inside_hours(r, t)
                 or not self._switch_on_allowed(r, t)
+                or (r.cfg.sheddable and not self._room_for(r, fc))
             ):
                 continue
-            if best is None or r.cfg.priority < best.cfg.priority:
+            if best is None or r.cfg.priority < best[0].cfg.priority:
+                best = (r, r.on.cond.describe(r.on.value) if r.on.held(t) else str(due))
+        return None if best is None else (best[0], True, best[1])
+
+    # ------------------------------------------------------------ peak shaving
+
+    def _forecast(self, reading: Reading, t: datetime) -> Forecast | None:
+        """This reading's quarter forecast; learn what the relay shed at the last reading dropped."""
+        reg = reading.values.get("0-0:96.14.0")
+        if reg is not None and isinstance(reg.value, int | float):
+            self._register = int(reg.value)
+        if self.shaver is None:
+            return None
+        kwh, kw, demand, peak = meter_inputs(reading, self.tz)
+        fc = self.forecast = self.shaver.update(t, kwh, kw, demand, peak)
+        if self._measure is not None:
+            r, before_kw = self._measure
+            r.shed_kw = max(0.0, before_kw - kw)
+            self._measure = None
+        if not fc.fits:
+            self._fit_since = None
+        elif self._fit_since is None:
+            self._fit_since = t
+        return fc
+
+    def _room_for(self, r: _Relay, fc: Forecast | None) -> bool:
+        """Whether sheddable relay `r` may switch on: nothing shed and the forecast fits (with its load)."""
+        if fc is None:
+            return True
+        if self._shed or not fc.fits:
+            return False
+        return r.shed_kw is None or fc.with_load(r.shed_kw) <= fc.limit_kw
+
+    def _pick_shed(self, t: datetime, fc: Forecast | None) -> tuple[_Relay, bool, str] | None:
+        if fc is None or not fc.over:
+            return None
+        best: _Relay | None = None
+        for r in self._relays:
+            if r.mode != "AUTO" or not r.state or not r.cfg.sheddable or r in self._shed:
+                continue
+            if best is None or r.cfg.priority > best.cfg.priority:
                 best = r
-        return None if best is None else (best, True, best.on.cond.describe(best.on.value))
+        return None if best is None else (best, False, fc.shed_reason())
+
+    def _pick_restore(self, t: datetime, fc: Forecast | None) -> tuple[_Relay, bool, str] | None:
+        """The last relay shed back under its rule, once the forecast has fitted for restore_after."""
+        if fc is None or not self._shed or self._fit_since is None or self.shaver is None:
+            return None
+        fitted_s = _since(t, self._fit_since)
+        if fitted_s < self.shaver.cfg.restore_after or fc.left_s <= 120.0:
+            return None
+        r = self._shed[-1]
+        if r.shed_kw is not None and fc.with_load(r.shed_kw) > fc.limit_kw:
+            return None  # it would be shed again at once
+        if r.mode != "AUTO" or r.state or self._off_reason(r, t) is not None:
+            self._shed.pop()  # its rule (or a manual mode) wants it off anyway: released without a switch
+            return None
+        if _since(t, r.switched_at) < r.cfg.min_off or not self._switch_on_allowed(r, t):
+            return None
+        self._shed.pop()
+        return r, True, (f"restore: quarter forecast {fc.forecast_kw:.2f} kW < {fc.fit_kw:.2f} kW "
+                         f"for {fitted_s:.0f} s")
+
+    def _unshed_all(self) -> None:
+        self._shed.clear()
+        self._measure = None
+        self._fit_since = None
