@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import date, datetime, timedelta
 
 import pytest
@@ -194,3 +195,33 @@ def test_config_keys_and_errors() -> None:
         with pytest.raises(ConfigError, match=None) as err:
             loads(text)
         assert needle in str(err.value)
+
+
+def test_the_controller_logs_a_shed_with_its_forecast_and_shows_it_as_the_relay_reason(
+        caplog: pytest.LogCaptureFixture) -> None:
+    from gpiozero.pins.mock import MockFactory
+
+    from app.control.controller import Controller
+    from app.records import Reading
+
+    factory = MockFactory()
+    ctl = Controller(ControlConfig(settle=0.0, stale_after=60.0), (replace(relay("ev", 3), pin="GPIO22"),),
+                     pin_factory=factory, tz=TZ, capacity=CAP)
+    try:
+        ctl.start(0.0)
+        caplog.set_level("INFO", logger="app.control")
+        kwh = 10.0
+        for i in range(40):
+            t = START + timedelta(seconds=i)
+            kw = 0.4 + (2.4 if ctl.states["ev"] else 0.0)
+            ctl.on_reading(Reading(i, "dsmr", "T", "/T", t, t.astimezone(TZ), {},
+                                   {"total_consumption": kwh, "actual_total_consumption": kw}), float(i))
+            kwh += kw / 3600
+        view = ctl.view()["ev"]
+        assert view.state is False
+        assert view.reason == "shed: quarter forecast 2.80 kW > 2.30 kW"
+        assert "relay ev -> off (shed: quarter forecast 2.80 kW > 2.30 kW) at meter time 2026-01-13T17:00:01" \
+            in caplog.text
+        assert factory.pin(22).state is False
+    finally:
+        ctl.close()

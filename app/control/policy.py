@@ -394,6 +394,8 @@ class Policy:
 
     def _shift(self, delta: timedelta) -> None:
         """The meter clock went back: move every stored time so elapsed durations are kept."""
+        if self.shaver is not None:
+            self.shaver.reset_gap()  # the quarter's baseline starts again at the new time
         if self._last_switch is not None:
             self._last_switch += delta
         for r in self._relays:
