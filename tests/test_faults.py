@@ -91,7 +91,7 @@ def test_socket_source_drop_reconnects_without_spinning(tmp_path: Path) -> None:
         app.wait_log(r"lost socket://|cannot open socket://")
         cpu0 = _cpu_s(reader)
         time.sleep(3.0)
-        assert _cpu_s(reader) - cpu0 < 0.3, "the reader spins while the source is gone"
+        assert _cpu_s(reader) - cpu0 < 0.6, "the reader spins while the source is gone"  # spinning: ~3 s
         server2 = OneShotServer.__new__(OneShotServer)
         server2.sock = socket.socket()
         server2.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -100,7 +100,7 @@ def test_socket_source_drop_reconnects_without_spinning(tmp_path: Path) -> None:
         conn2 = server2.accept()
         for t in _telegrams(6)[3:]:
             conn2.sendall(t)
-        assert wait_for(lambda: len(csv_rows(tmp_path / "csv")) == 6, 15), app.log()
+        assert wait_for(lambda: len(csv_rows(tmp_path / "csv")) == 6, 45), app.log()  # backoff + a loaded CI
         conn2.close()
         server2.close()
         assert app.stop() == 0
