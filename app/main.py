@@ -234,8 +234,8 @@ def run(cfg: config_mod.Config, replay_relays: bool = False) -> int:
     log.info("smartmeter %s starting (config %s, source %s)", __version__, cfg.path, cfg.meter.source)
     logutil.settle_gc()  # before the fork: the children share these pages untouched
     sup.start()
-    for each in every_q:
-        _close_queue_ends(each)  # main never reads or writes them: a child's EOF must not wait for main
+    _close_queue_ends(q)  # main never reads or writes it: a child's EOF must not wait for main
+    # the [meter:NAME] queues stay open here: a meter process main restarts inherits its queue from main
     code = sup.run()
     if sup.reload_reason is not None and code == 0:
         logging.shutdown()

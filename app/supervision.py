@@ -10,8 +10,10 @@ means for the relays:
     CONTROL  the post-processor (owns the relays): death or hang -> main kills it (the kernel
              releases its GPIO lines), stops the rest; exit 1 (2 when it exited with 2).
              In a replay, exit 0 means the replay is done.
-    METER    a [meter:NAME] reader: death or hang -> main kills it and logs it; the rest go on
-             (the post-processor sees the meter go offline, and the relays that need it go safe).
+    METER    a [meter:NAME] reader: death or hang -> main kills it, logs it and starts it again after
+             a backoff (RESTART_FIRST_S doubling to RESTART_MAX_S; back to the first after a process
+             that lived RESTART_RESET_S); the rest go on meanwhile (the post-processor sees the meter
+             go offline, and the relays that need it go safe).
     SERVICE  anything else (a web process): death or hang -> stop everything; exit 1.
 
 Timings: children tick at least every 0.5 s; main checks four times a second; a child counts as
@@ -45,6 +47,14 @@ FRESH_S = 2.0  # a child ticking: last beat younger than this (else no WATCHDOG=
 HUNG_S = 10.0  # no beat for this long: the child is killed (pyserial's socket:// connect blocks up to 5 s)
 STARTUP_S = 30.0  # the first beat may take this long (imports, client set-up on a loaded Pi)
 STOP_TIMEOUT_S = 1.9
+RESTART_FIRST_S = 1.0  # a METER child's first restart comes after this
+RESTART_MAX_S = 60.0  # doubling up to this
+RESTART_RESET_S = 60.0  # a METER child that lived this long starts the backoff afresh when it ends
+
+
+def restart_delay(restarts: int) -> float:
+    """Seconds before the n-th restart in a row (1, 2, 4, ... up to RESTART_MAX_S)."""
+    return min(RESTART_MAX_S, RESTART_FIRST_S * 2.0 ** min(max(restarts - 1, 0), 30))
 
 
 class Heartbeat:
@@ -92,6 +102,9 @@ class Child:
     process: ForkProcess | None = None
     started_at: float = 0.0
     ended: bool = field(default=False)
+    restarts: int = 0  # METER: restarts in a row (reset after a process that lived RESTART_RESET_S)
+    restarts_total: int = 0  # METER: every restart since main started
+    restart_at: float | None = None  # METER: when the next restart is due
 
     @property
     def proc(self) -> ForkProcess:
@@ -167,10 +180,24 @@ class Supervisor:
         """Start every child (CONTROL first, so relays are claimed before any reading arrives)."""
         order = sorted(self.children, key=lambda c: c.role != CONTROL)
         for c in order:
-            c.heartbeat = Heartbeat(self.ctx)
-            c.process = self.ctx.Process(target=c.target, args=(*c.args, c.heartbeat), name=c.name)
-            c.process.start()
-            c.started_at = time.monotonic()
+            self._spawn(c)
+
+    def _spawn(self, c: Child) -> None:
+        c.heartbeat = Heartbeat(self.ctx)
+        c.process = self.ctx.Process(target=c.target, args=(*c.args, c.heartbeat), name=c.name)
+        c.process.start()
+        c.started_at = time.monotonic()
+        c.ended = False
+        c.restart_at = None
+
+    def _restart_due(self, now: float) -> None:
+        """Start again each METER child whose backoff has passed."""
+        for c in self.children:
+            if c.ended and c.restart_at is not None and now >= c.restart_at:
+                c.proc.join(0.1)  # reap the old one
+                self._spawn(c)
+                log.warning("%s restarted (restart %d in a row, %d since the start)", c.name, c.restarts,
+                            c.restarts_total)
 
     def request_stop(self, why: str) -> None:
         """From a signal handler: stop at the next round."""
@@ -202,6 +229,7 @@ class Supervisor:
                 self.stop_event.set()
                 return 0
             now = time.monotonic()
+            self._restart_due(now)
             alive = {c.name: c.proc.is_alive() for c in self.children}  # once per round
             for c in self.children:
                 if c.ended or alive[c.name]:
@@ -259,7 +287,15 @@ class Supervisor:
         """Log a child's end; the exit code when everything must stop, None when the rest go on."""
         if c.role == METER:
             c.ended = True
-            log.error("%s %s; its meter is offline until a restart, the other meters go on", c.name, what)
+            now = time.monotonic()
+            if now - c.started_at >= RESTART_RESET_S:
+                c.restarts = 0  # it ran well for a while: this is a new failure, not the same one again
+            c.restarts += 1
+            c.restarts_total += 1
+            delay = restart_delay(c.restarts)
+            c.restart_at = now + delay
+            log.error("%s %s; its meter is offline until restart %d in %g s (%d in a row), the other meters go on",
+                      c.name, what, c.restarts_total, delay, c.restarts)
             return None
         if c.role == SOURCE:
             log.error("%s %s; relays to safe state, stopping", c.name, what)

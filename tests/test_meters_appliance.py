@@ -1,6 +1,6 @@
 """Two meters through the whole appliance: the P1 simulator on a pty plus a Modbus PV meter (pymodbus's
-server); `available` drives a relay; the PV meter's process killed -> its readings stop, the P1 meter's
-go on, the relay that needs it goes safe."""
+server); `available` drives a relay; the PV meter's process hung -> its readings stop, the P1 meter's
+go on, the relay that needs it goes safe; main kills and restarts it, it comes back online."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from tests.appliance import Appliance, Pty, csv_rows, process_alive, wait_for
 from tests.test_modbus import ModbusSim, spec_for
 
 
-def test_p1_and_modbus_pv_meter_available_drives_a_relay_and_a_killed_meter_makes_it_safe(tmp_path: Path) -> None:
+def test_p1_and_modbus_pv_meter_available_drives_a_relay_and_a_hung_meter_is_safe_then_restarted(tmp_path: Path) -> None:
     sim = ModbusSim().start()
     pv_section = f"""role = solar
 protocol = modbus
@@ -74,15 +74,23 @@ flush_interval = 200 ms
         assert row["actual_total_injection"] == "5" and row["total_injection"] == "4321.5", row
         assert row["actual_total_consumption"] == "0" and row["l1_voltage"] == "231", row
         pid = int(app.wait_log(r"meter pv process started \(pid (\d+),").group(1))
-        os.kill(pid, signal.SIGKILL)
-        app.wait_log(r"meter-pv exited \(code -9\); its meter is offline")
+        os.kill(pid, signal.SIGSTOP)  # hung: no heartbeat, no reading
         app.wait_log(r"meter pv: online -> offline \(no reading for \d+ s, offline_after is 2 s\)")
         app.wait_log(r"relay charger -> off \(stale: meter pv offline\)")
-        assert not process_alive(pid)
         pv_rows = len(csv_rows(tmp_path / "csv" / "pv"))
         main_rows = len(csv_rows(tmp_path / "csv"))
         assert wait_for(lambda: len(csv_rows(tmp_path / "csv")) >= main_rows + 4, 15), app.log()  # P1 goes on
         assert len(csv_rows(tmp_path / "csv" / "pv")) == pv_rows  # the PV meter's stopped
+        app.wait_log(r"meter-pv hung \(no heartbeat for [\d.]+ s\); killed it; its meter is offline until "
+                     r"restart 1 in 1 s", 30)
+        assert wait_for(lambda: not process_alive(pid), 10)
+        app.wait_log(r"meter-pv restarted \(restart 1 in a row, 1 since the start\)")
+        app.wait_log(r"meter pv: offline -> online")
+        new_pid = int(app.wait_log(r"meter pv process started \(pid (\d+),.*\n(?:.*\n)*.*meter pv process "
+                                   r"started \(pid (\d+),").group(2))
+        assert new_pid != pid
+        app.wait_log(r"relay charger -> off \(stale: meter pv offline\)(?:.*\n)+.*relay charger -> on")
+        assert wait_for(lambda: len(csv_rows(tmp_path / "csv" / "pv")) > pv_rows, 15), app.log()
         assert app.proc.poll() is None  # the appliance runs on
         stop.set()
         assert app.stop() == 0
