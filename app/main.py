@@ -16,6 +16,7 @@ Exit codes: 0 clean stop or replay done, 1 a process died, 2 bad configuration o
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import multiprocessing
 import os
@@ -217,6 +218,7 @@ def run(cfg: config_mod.Config, replay_relays: bool = False) -> int:
         children.append(Child("web", SERVICE, _web, (every_q, cfg, web, stop_event, level), finishes=replay))
     for m in meters:
         mq = meter_qs[m.name]
+        m = m if m.max_power is not None else dataclasses.replace(m, max_power=cfg.meter.max_power)
         children.append(Child(f"meter-{m.name}", METER, _meter, ([x for x in every_q if x is not mq], m, mq,
                                                                  stop_event, level, cfg.general.log_interval)))
     watch = None

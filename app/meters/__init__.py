@@ -52,7 +52,7 @@ ROLES = ("grid", "building", "solar", "zone")
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 # names a meter may not take: they are quantities of their own in relay conditions
 RESERVED = frozenset({"building", "solar", "available", "import", "export", "net", "demand", "mean", "site"})
-COMMON_KEYS = frozenset({"role", "location", "protocol", "poll_interval", "offline_after", "invert"})
+COMMON_KEYS = frozenset({"role", "location", "protocol", "poll_interval", "offline_after", "invert", "max_power"})
 
 
 @dataclass(frozen=True)
@@ -67,6 +67,7 @@ class MeterSpec:
     offline_after: float = 15.0
     invert: bool = False  # the meter counts this direction the other way round
     settings: Any = field(default=None)
+    max_power: float | None = None  # W, the plausibility gate's limit (None: [meter] max_power)
 
 
 @dataclass(frozen=True)
@@ -124,6 +125,7 @@ def parse_meter(sec: Section, name: str) -> MeterSpec:
         offline_after=sec.duration("offline_after", offline_default, lo=0.1, hi=86400.0),
         invert=sec.flag("invert", False),
         settings=settings,
+        max_power=sec.get("max_power", None, parse_power_w),
     )
 
 

@@ -1,6 +1,6 @@
 """A [meter:NAME]'s reader process: poll (or listen), turn each Sample into a Reading, queue it.
 
-    every poll_interval:  poller.poll() -> Sample -> Reading(meter=NAME, role=...) -> queue
+    every poll_interval:  poller.poll() -> Sample -> Reading(meter=NAME, role=...) -> plausibility gate -> queue
                           MeterError    -> MeterState(NAME, "error", reason) on change, logged rate-limited
     on change back:       MeterState(NAME, "online")
 
@@ -25,6 +25,7 @@ from typing import Any
 from app import logutil
 from app.meters import MeterSpec, kind
 from app.meters.sample import MeterError, Sample, to_reading
+from app.protocols.plausibility import DEFAULT_MAX_POWER_W, PlausibilityGate
 from app.records import STOPPED, MeterState, Reading
 from app.supervision import Heartbeat, main_watch
 
@@ -41,16 +42,14 @@ class Output:
         self.state = ""
         self.errors = 0
         self.dropped = 0
+        self.implausible = 0
+        # V and I of a [meter:NAME] are one phase's while its power may be all three's: no V x I check
+        self.gate = PlausibilityGate(spec.max_power or DEFAULT_MAX_POWER_W, check_apparent=False)
         self.limited = logutil.RateLimited(log, log_interval_s)
 
     def sample(self, sample: Sample | Reading) -> None:
         """One good value set: a Reading on the queue (and `online` when that is news). A kind that parses
         OBIS lines itself (IEC 62056-21) hands a whole Reading; it gets the meter's name, role and seq."""
-        if self.state != "online":
-            if self.state == "error":
-                log.info("meter %s: answering again", self.spec.name)
-            self.state = "online"
-            self._put(MeterState(self.spec.name, "online"), False)
         self.seq += 1
         if isinstance(sample, Reading):
             reading = replace(sample, seq=self.seq, meter=self.spec.name, role=self.spec.role,
@@ -58,6 +57,17 @@ class Output:
         else:
             reading = to_reading(sample, self.spec.name, self.spec.role, self.spec.protocol, self.seq,
                                  datetime.now(UTC), invert=self.spec.invert)
+        why = self.gate.check(reading)
+        if why:  # counted and logged, never delivered (as the P1 reader's gate)
+            self.implausible += 1
+            self.limited.warning("implausible", "meter %s: implausible reading: %s (%d so far)", self.spec.name,
+                                 why, self.implausible)
+            return
+        if self.state != "online":
+            if self.state == "error":
+                log.info("meter %s: answering again", self.spec.name)
+            self.state = "online"
+            self._put(MeterState(self.spec.name, "online"), False)
         if not self._put(reading, False):
             self.dropped += 1
             self.limited.warning("dropped", "meter %s: queue full, dropped the oldest reading (%d so far)",

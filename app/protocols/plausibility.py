@@ -48,7 +48,7 @@ _VOLTAGE = frozenset(name for name, unit in FIELD_UNITS.items() if unit == "V")
 _CURRENT = frozenset(name for name, unit in FIELD_UNITS.items() if unit == "A")
 
 
-def bounds_problem(fields: dict[str, float], max_power_w: float) -> str:
+def bounds_problem(fields: dict[str, float], max_power_w: float, apparent: bool = True) -> str:
     """Why a reading's instantaneous values are physically impossible ('' when they are not)."""
     max_kw = max_power_w / 1000.0
     max_a = max_power_w / NOMINAL_VOLTAGE_V
@@ -63,7 +63,7 @@ def bounds_problem(fields: dict[str, float], max_power_w: float) -> str:
             return f"{name} = {value:g} A outside -{max_a:g}..{max_a:g} A"
         if name in ENERGY_FIELDS and value < 0.0:
             return f"{name} = {value:g} is negative"
-    return apparent_problem(fields)
+    return apparent_problem(fields) if apparent else ""
 
 
 _PHASES = (("l1_voltage", "l1_current"), ("l2_voltage", "l2_current"), ("l3_voltage", "l3_current"))
@@ -157,9 +157,12 @@ def relation_problem(ref: _Ref, new: _Ref, max_power_w: float, pace: float | Non
 class PlausibilityGate:
     """Judges each reading against physics and the last accepted reading; `check` returns why not."""
 
-    def __init__(self, max_power_w: float = DEFAULT_MAX_POWER_W, check_clock: bool = True) -> None:
+    def __init__(self, max_power_w: float = DEFAULT_MAX_POWER_W, check_clock: bool = True,
+                 check_apparent: bool = True) -> None:
+        """`check_apparent`: compare power with V x I (off where V and I are one phase's of a 3-phase total)."""
         self.max_power_w = max_power_w
         self.check_clock = check_clock
+        self.check_apparent = check_apparent
         self.rebaselined = 0
         self._ref: _Ref | None = None
         self._candidate: _Ref | None = None
@@ -194,7 +197,7 @@ class PlausibilityGate:
         """'' when the reading is plausible (it becomes the reference), else the reason it is not."""
         if not reading.values:
             return "reading carries no value"
-        why = bounds_problem(reading.fields, self.max_power_w)
+        why = bounds_problem(reading.fields, self.max_power_w, self.check_apparent)
         if why:
             return why
         new = _ref(reading)
