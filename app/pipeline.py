@@ -325,6 +325,8 @@ class PostProcessor:
             states = self.states
             for w in self.workers:
                 w.submit("write", reading, states)
+            if self.web is not None:
+                self.web.meter(reading.meter, reading)
             return
         self.readings += 1
         self.last_reading = reading
@@ -433,6 +435,8 @@ class PostProcessor:
             name = "" if change.meter == self.board.main else change.meter
             for w in self.workers:
                 w.submit("meter_status", name, change.new, change.reason)
+            if self.web is not None and name:
+                self.web.meter_status(name, change.new, change.reason)
         if self.controller is not None:
             self._broadcast(self.controller.block(self.board.blocked(self._needs, now), now), "stale meter")
 

@@ -16,7 +16,8 @@ from tests.appliance import Appliance, Pty, csv_rows, process_alive, wait_for
 from tests.test_modbus import ModbusSim, spec_for
 
 
-def test_p1_and_modbus_pv_meter_available_drives_a_relay_and_a_hung_meter_is_safe_then_restarted(tmp_path: Path) -> None:
+def test_p1_and_modbus_pv_meter_available_drives_a_relay_and_a_hung_meter_is_safe_and_restarted(
+        tmp_path: Path) -> None:
     sim = ModbusSim().start()
     pv_section = f"""role = solar
 protocol = modbus

@@ -3,6 +3,7 @@ process that lived a while, one log line per restart with its count; the other c
 
 from __future__ import annotations
 
+import itertools
 import logging
 import multiprocessing
 import os
@@ -80,7 +81,7 @@ def test_a_dying_meter_is_restarted_with_backoff_and_the_rest_go_on(tmp_path: Pa
                                                                      caplog: pytest.LogCaptureFixture) -> None:
     starts, sup = _supervise(_dies, tmp_path / "starts", 6, monkeypatch, caplog)
     assert len(starts) >= 6 and len({pid for pid, _ in starts}) == len(starts)  # a new process each time
-    gaps = [b - a for (_, a), (_, b) in zip(starts, starts[1:], strict=False)]
+    gaps = [b - a for (_, a), (_, b) in itertools.pairwise(starts)]
     for n, gap in enumerate(gaps[:5], start=1):  # lower bounds only: a loaded machine is only ever slower
         assert gap >= min(0.8, 0.2 * 2 ** (n - 1)) * 0.95, gaps
     text = caplog.text

@@ -232,7 +232,8 @@ def test_current_status_and_meter_registry_follow_the_readings(served: Served) -
 
     status, meters = served.get("/api/energy-meters")
     m = meters["data"][0]
-    assert set(m) == {"id", "name", "location", "protocol", "meterType", "status", "currentPower", "totalEnergy",
+    assert set(m) == {"id", "name", "location", "protocol", "meterType", "status", "statusReason", "currentPower",
+                      "totalEnergy",
                       "voltage", "current", "powerFactor", "frequency", "lastUpdate"}
     assert (m["id"], m["meterType"], m["status"], m["currentPower"], m["totalEnergy"]) == (
         "grid", "grid", "online", 1.0, 150.5)

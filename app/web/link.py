@@ -9,6 +9,8 @@ Messages on `live` are plain tuples (pickled by the queue's feeder thread, off t
     ("status", ReaderStatus, counters)      reader/sink counters, now and then
     ("relays", [relay detail, ...])         every tick and after every switch
     ("outcome", request_id, {"outcome", "detail", "until"}, [relay detail, ...])   one command's result
+    ("meter", NAME, Reading)                a [meter:NAME] meter's reading
+    ("meter_status", NAME, status, reason)  a [meter:NAME] meter went online / offline / error
 
 Only this module and app/web/relays.py are imported by the post-processor (no web library).
 """
@@ -88,6 +90,14 @@ class WebLink:
     def reading(self, reading: Reading, states: dict[str, bool]) -> None:
         """One reading and the relay states it left."""
         self.publish(("reading", reading, states))
+
+    def meter(self, name: str, reading: Reading) -> None:
+        """A [meter:NAME] meter's reading."""
+        self.publish(("meter", name, reading))
+
+    def meter_status(self, name: str, status: str, reason: str) -> None:
+        """A [meter:NAME] meter's status changed (online, offline, error with the reason)."""
+        self.publish(("meter_status", name, status, reason))
 
     def status(self, status: ReaderStatus, counters: dict[str, Any]) -> None:
         """Reader counters and the post-processor's own."""

@@ -18,6 +18,7 @@ _METER = {"type": "object", "required": ["id", "name", "location", "protocol", "
           "properties": {"id": {"type": "string"}, "name": {"type": "string"}, "location": {"type": ["string", "null"]},
                          "protocol": {"type": ["string", "null"]}, "meterType": {"type": "string"},
                          "status": {"enum": ["online", "offline", "error"]},
+                         "statusReason": {"type": ["string", "null"], "description": "why offline or error"},
                          "currentPower": {**_NUM, "description": "kW, import - export"},
                          "totalEnergy": {**_NUM, "description": "kWh imported"}, "voltage": _NUM, "current": _NUM,
                          "powerFactor": _NUM, "frequency": _NUM, "lastUpdate": _TIME}}

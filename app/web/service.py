@@ -228,51 +228,65 @@ class Service:
     # ------------------------------------------------------------ the WAGO meter registry
 
     def meters(self) -> list[dict[str, Any]]:
-        """The meter registry (one meter, the grid connection, for now)."""
-        return [self._meter()]
+        """The meter registry: the [meter] meter, then every [meter:NAME] one with its own status."""
+        return [self._meter(), *(self._other(m) for m in self.cfg.meters)]
 
     def meter(self, meter_id: str) -> dict[str, Any]:
-        """One meter by id (`grid` or the meter's own serial); 404 otherwise."""
-        m = self._meter()
+        """One meter by id (its name, or the [meter] meter's own serial); 404 otherwise."""
+        meters = self.meters()
         r = self.state.reading
-        if meter_id not in (m["id"], r.meter_id if r is not None else None):
-            raise ApiError(404, f"no meter {meter_id!r} (known: {m['id']})")
-        return m
+        for m in meters:
+            if meter_id == m["id"]:
+                return m
+        if r is not None and meter_id == r.meter_id:
+            return meters[0]
+        raise ApiError(404, f"no meter {meter_id!r} (known: {', '.join(m['id'] for m in meters)})")
 
     def meter_reading(self, meter_id: str) -> dict[str, Any]:
         """The latest reading of one meter, WAGO style."""
         m = self.meter(meter_id)
+        if m["id"] in self.state.meters:
+            reading = self.state.meters[m["id"]]["reading"]
+            if reading is None:
+                raise ApiError(503, f"no reading from meter {m['id']!r} yet ({m['statusReason']})")
+            return {"meterId": m["id"], "timestamp": m["lastUpdate"], "currentPower": m["currentPower"],
+                    "totalEnergy": m["totalEnergy"], "totalExport": _total_export(reading.fields),
+                    "voltage": m["voltage"], "current": m["current"], "powerFactor": m["powerFactor"],
+                    "frequency": m["frequency"]}
         cur = self.current()
         return {"meterId": m["id"], "timestamp": cur["timestamp"], "currentPower": m["currentPower"],
                 "totalEnergy": m["totalEnergy"], "totalExport": _total_export(cur["fields"]),
                 "voltage": m["voltage"], "current": m["current"], "powerFactor": None, "frequency": None}
 
     def building(self) -> dict[str, Any]:
-        """The whole building: the sum over the meters."""
+        """The whole building: the net import of the grid and building meters that are online."""
         self.current()
-        meters = self.meters()
-        power = [m["currentPower"] for m in meters if m["currentPower"] is not None]
-        energy = [m["totalEnergy"] for m in meters if m["totalEnergy"] is not None]
-        return {"currentPower": round(sum(power), 6) if power else None,
+        counted = [m for m in self.meters() if m["meterType"] in ("grid", "building") and m["status"] != "offline"
+                   and m["currentPower"] is not None]
+        energy = [m["totalEnergy"] for m in counted if m["totalEnergy"] is not None]
+        stamps = [m["lastUpdate"] for m in counted if m["lastUpdate"] is not None]
+        return {"currentPower": round(sum(m["currentPower"] for m in counted), 6) if counted else None,
                 "totalEnergy": round(sum(energy), 3) if energy else None,
-                "meterCount": len(meters), "timestamp": self.state.current["timestamp"] if self.state.current else None}
+                "meterCount": len(counted), "timestamp": max(stamps) if stamps else None}
 
     def _meter(self) -> dict[str, Any]:
         cur, s = self.state.current, self.state.status
-        status = "online" if self.state.online() else "offline"
+        status, reason = ("online", None) if self.state.online() else (
+            "offline", f"no reading within stale_after ({self.cfg.control.stale_after:g} s)")
         if s is not None and not s.connected:
-            status = "error"
+            status, reason = "error", "not connected to the meter's port"
         f: dict[str, float] = cur["fields"] if cur is not None else {}
         volts = [f[k] for k in ("l1_voltage", "l2_voltage", "l3_voltage") if k in f]
         amps = [f[k] for k in ("l1_current", "l2_current", "l3_current") if k in f]
         return {
-            "id": "grid",
+            "id": self.cfg.meter.name,
             "name": f"Grid meter {cur['meter_id']}" if cur is not None and cur["meter_id"] else "Grid meter",
             "location": None,
             "protocol": cur["protocol"] if cur is not None else (self.cfg.meter.protocol
                                                                   if self.cfg.meter.protocol != "auto" else None),
-            "meterType": "grid",
+            "meterType": self.cfg.meter.role,
             "status": status,
+            "statusReason": reason,
             "currentPower": None if cur is None or cur["power_w"] is None else round(cur["power_w"] / 1000.0, 6),
             "totalEnergy": _total_import(f),
             "voltage": round(sum(volts) / len(volts), 1) if volts else None,
@@ -280,6 +294,33 @@ class Service:
             "powerFactor": None,
             "frequency": None,
             "lastUpdate": cur["timestamp"] if cur is not None else None,
+        }
+
+    def _other(self, spec: Any) -> dict[str, Any]:
+        """A [meter:NAME] meter as the registry shows it (its latest reading and status off the live channel)."""
+        live = self.state.meters.get(spec.name, {"reading": None, "status": "offline", "reason": "no reading yet"})
+        r = live["reading"]
+        f: dict[str, float] = r.fields if r is not None else {}
+        v = r.values if r is not None else {}
+        power = None
+        if "actual_total_consumption" in f or "actual_total_injection" in f:
+            power = round(f.get("actual_total_consumption", 0.0) - f.get("actual_total_injection", 0.0), 6)
+        pf, hz = v.get("1-0:13.7.0"), v.get("1-0:14.7.0")
+        return {
+            "id": spec.name,
+            "name": spec.name,
+            "location": spec.location or None,
+            "protocol": spec.protocol,
+            "meterType": spec.role,
+            "status": live["status"],
+            "statusReason": live["reason"] or None,
+            "currentPower": power,
+            "totalEnergy": _total_import(f),
+            "voltage": f.get("l1_voltage"),
+            "current": f.get("l1_current"),
+            "powerFactor": pf.value if pf is not None and isinstance(pf.value, int | float) else None,
+            "frequency": hz.value if hz is not None and isinstance(hz.value, int | float) else None,
+            "lastUpdate": r.time.isoformat() if r is not None else None,
         }
 
 

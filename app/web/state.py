@@ -68,6 +68,9 @@ class LiveState:
             {"name": r.name, "state": "on" if r.safe_state else "off", "mode": "auto",
              "safe_state": "on" if r.safe_state else "off", "reason": None, "since": None, "pending": None,
              "next_switch_allowed": None, "blocked_by": []} for r in cfg.relays]
+        # [meter:NAME] -> {"reading": Reading | None, "status": online|offline|error, "reason": str}
+        self.meters: dict[str, dict[str, Any]] = {
+            m.name: {"reading": None, "status": "offline", "reason": "no reading yet"} for m in cfg.meters}
         self.subscribers: set[Subscriber] = set()
         self.live_dropped = 0  # slow live clients dropped
         self.pending: dict[int, asyncio.Future[tuple[dict[str, Any], list[dict[str, Any]]]]] = {}
@@ -84,6 +87,10 @@ class LiveState:
             self.status, self.counters = msg[1], msg[2]
         elif kind == "relays":
             self.relays = msg[1]
+        elif kind == "meter" and msg[1] in self.meters:
+            self.meters[msg[1]]["reading"] = msg[2]
+        elif kind == "meter_status" and msg[1] in self.meters:
+            self.meters[msg[1]].update(status=msg[2], reason=msg[3])
         elif kind == "outcome":
             self.relays = msg[3]
             fut = self.pending.pop(msg[1], None)
