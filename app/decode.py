@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, BinaryIO
 from zoneinfo import ZoneInfo
 
 from app.config import Config
@@ -49,13 +51,20 @@ def reading_json(r: Reading, tz: ZoneInfo | None = None) -> dict[str, Any]:
     return out
 
 
-def _say_profiles() -> None:
-    """Show on stderr which DLMS profile auto chose and why, and lists that match none."""
+@contextmanager
+def _say_profiles() -> Iterator[None]:
+    """While decoding, show on stderr which DLMS profile auto chose and why, and lists that match none."""
     logger = logging.getLogger("app.protocols")
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("smartmeter: %(message)s"))
+    level = logger.level
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
 
 
 CHUNK_BYTES = 1 << 16  # --decode reads the capture in chunks: constant memory whatever its size
@@ -68,27 +77,31 @@ def decode_file(path: str, cfg: Config) -> int:
     except OSError as exc:
         print(f"smartmeter: cannot read {path}: {exc}", file=sys.stderr)
         return 2
-    _say_profiles()
+    with fh, _say_profiles():
+        return _decode_stream(fh, path, cfg)
+
+
+def _decode_stream(fh: BinaryIO, path: str, cfg: Config) -> int:
+    """Frame, decode and print what `fh` holds (see decode_file)."""
     m = cfg.meter
     framer = make_framer(m.protocol, m.max_frame)  # the appliance's framer and max_frame: one rule for both
     tz = ZoneInfo(m.timezone)
     decoder = FrameDecoder(tz, m.key, m.auth_key, m.profile)
     good = n = 0
     head = b""  # the capture's first chunk, for the hints
-    with fh:
-        while True:
-            try:
-                data = fh.read(CHUNK_BYTES)
-            except OSError as exc:
-                print(f"smartmeter: cannot read {path}: {exc}", file=sys.stderr)
-                return 2
-            head = head or data
-            frames = framer.feed(data) if data else framer.flush()
-            for frame in frames:
-                n += 1
-                good += _print_frame(decoder, frame, n, tz)
-            if not data:
-                break
+    while True:
+        try:
+            data = fh.read(CHUNK_BYTES)
+        except OSError as exc:
+            print(f"smartmeter: cannot read {path}: {exc}", file=sys.stderr)
+            return 2
+        head = head or data
+        frames = framer.feed(data) if data else framer.flush()
+        for frame in frames:
+            n += 1
+            good += _print_frame(decoder, frame, n, tz)
+        if not data:
+            break
     if not n:
         print(f"{path}: no frame found", file=sys.stderr)
     if good < n or not good:

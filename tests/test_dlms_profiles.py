@@ -11,6 +11,7 @@ import subprocess
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -179,6 +180,22 @@ def test_decode_tool_says_when_no_profile_matches(tmp_path: Path) -> None:
                          capture_output=True, text=True, timeout=60)
     assert "matches no profile (9 values: text×2, int×7)" in out.stderr and "--profile" in out.stderr
     assert json.loads(out.stdout.splitlines()[0])["fields"] == {}
+
+
+def test_decode_in_process_says_it_once_per_run_and_leaves_logging_as_it_was(tmp_path: Path, capsys: Any) -> None:
+    from app import config
+    from app.decode import decode_file
+
+    path = tmp_path / "unmatched.bin"
+    path.write_bytes(bytes.fromhex(re.sub(r"[^0-9A-Fa-f]", "", (DATA / "iskra_si_ljubljana_ed121_9_unmatched.hex")
+                                          .read_text())))
+    logger = logging.getLogger("app.protocols")
+    handlers, level = list(logger.handlers), logger.level
+    cfg = config.loads("[meter]\nprotocol = dlms\n")
+    for _ in range(3):
+        decode_file(str(path), cfg)
+        assert capsys.readouterr().err.count("matches no profile (9 values") == 1
+    assert logger.handlers == handlers and logger.level == level
 
 
 def test_decode_tool_says_which_profile_it_chose(tmp_path: Path) -> None:
