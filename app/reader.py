@@ -33,6 +33,7 @@ from app.transport.source import AUTO_CANDIDATES, ByteSource, ReplaySource, Seri
 
 log = logging.getLogger("app.reader")
 STATUS_EVERY_S = 5.0
+STATUS_RETRY_S = 0.5  # a status the full queue refused, or the first with telegrams in it, goes this soon
 AUTO_BAUD_WINDOW_S = 12.0  # a DSMR 2.2 meter sends every 10 s
 MAX_REASONS = 32  # distinct reject reasons kept in the counters; the rest count as "other"
 
@@ -93,7 +94,9 @@ class Reader:
         self.protocol = ""
         self.header = ""
         self.connected = False
-        self._last_status = 0.0
+        self._last_status = 0.0  # monotonic time of the last status put (delivered or not)
+        self._status_due = 0.0  # monotonic time the next status is due
+        self._sent_ok = 0  # frames_ok in the last status delivered
         self._source_factory = source_factory or self._open_serial
         self._replay_t0: tuple[datetime, float] | None = None
         self.replay = cfg.meter.replay_path is not None
@@ -203,11 +206,18 @@ class Reader:
             time.sleep(min(delay, 0.1))
 
     def maybe_status(self, force: bool = False) -> None:
-        """Send the counters to the post-processor every few seconds."""
+        """Send the counters to the post-processor every few seconds, and soon after the first telegrams
+        (the status sent at connect says 0: it must not stand for STATUS_EVERY_S while readings flow)."""
         now = time.monotonic()
-        if force or now - self._last_status >= STATUS_EVERY_S:
+        first_ok = self._sent_ok == 0 and self.counters.frames_ok > 0
+        if force or now >= self._status_due or (first_ok and now - self._last_status >= STATUS_RETRY_S):
             self._last_status = now
-            self._put(self.counters.status(self.connected, self.protocol, self.header), False)
+            status = self.counters.status(self.connected, self.protocol, self.header)
+            if self._put(status, False):
+                self._sent_ok = status.frames_ok
+                self._status_due = now + STATUS_EVERY_S
+            else:  # the queue was full: try again soon rather than a whole interval later
+                self._status_due = now + STATUS_RETRY_S
 
     # ------------------------------------------------------------------ sources
 

@@ -248,3 +248,42 @@ def test_decode_streams_in_chunks_and_enforces_max_frame(tmp_path: Path, capsys:
     assert len(out.splitlines()) == 300
     assert "longer than 16384 bytes" in err  # was: the 18 kB telegram decoded
     assert len(sizes) > 2 and all(0 < n <= decode.CHUNK_BYTES for n in sizes)  # never the whole file at once
+
+
+def test_first_telegrams_replace_the_zero_status_at_once(monkeypatch: Any) -> None:
+    from app import reader as reader_mod
+
+    monkeypatch.setattr(reader_mod, "STATUS_EVERY_S", 3600.0)  # only the first-telegram rule can send it
+    monkeypatch.setattr(reader_mod, "STATUS_RETRY_S", 0.0, raising=False)
+    cfg = config.loads("[meter]\nprotocol = dsmr\n")
+    got: list[Any] = []
+    reader = Reader(cfg, lambda item, wait: got.append(item) or True, lambda: False)
+    reader.maybe_status()  # at connect: nothing read yet
+    reader.feed(_telegrams(360))
+    reader.maybe_status()
+    statuses = [s for s in got if isinstance(s, ReaderStatus)]
+    assert [s.frames_ok for s in statuses] == [0, 360]  # was [0]: 0 telegrams shown while 360 were read
+    reader.maybe_status()
+    assert sum(isinstance(s, ReaderStatus) for s in got) == 2  # then every STATUS_EVERY_S again
+
+
+def test_a_status_the_full_queue_refused_is_sent_again_soon(monkeypatch: Any) -> None:
+    from app import reader as reader_mod
+
+    monkeypatch.setattr(reader_mod, "STATUS_EVERY_S", 3600.0)
+    monkeypatch.setattr(reader_mod, "STATUS_RETRY_S", 0.0, raising=False)
+    cfg = config.loads("[meter]\nprotocol = dsmr\n")
+    tries: list[Any] = []
+    got: list[Any] = []
+
+    def put(item: Any, wait: bool) -> bool:
+        tries.append(item)
+        if len(tries) == 1:
+            return False  # the queue was full
+        got.append(item)
+        return True
+
+    reader = Reader(cfg, put, lambda: False)
+    reader.maybe_status()
+    reader.maybe_status()
+    assert len(tries) == 2 and isinstance(got[0], ReaderStatus)  # was: nothing for STATUS_EVERY_S
