@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 import paho.mqtt.client as paho
@@ -41,6 +41,11 @@ from app.sinks.mqtt_topics import (
     translate_tasmota,
 )
 from tests.fixtures_mqtt import Broker
+
+if TYPE_CHECKING:
+    from gpiozero.pins.mock import MockFactory
+
+    from app.pipeline import PostProcessor
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "dsmr"
@@ -138,6 +143,31 @@ def mqtt_cfg(broker: Broker, **kw: Any) -> MqttConfig:
     """[mqtt] pointing at the test broker, fast reconnects, every reading published unless told."""
     return replace(MqttConfig(enabled=True, host=broker.host, port=broker.port, keepalive=5.0,
                               reconnect_max=1.0, publish_interval=0.0), **kw)
+
+
+def post_processor(broker: Broker, interval: str | None = None,
+                   relay_extra: str = "") -> tuple[PostProcessor, MockFactory]:
+    """A PostProcessor with MQTT on the test broker and relay `boiler` on a mock GPIO17; `interval` sets
+    [control] override_min_interval. Returns (post-processor, MockFactory)."""
+    from gpiozero.pins.mock import MockFactory
+
+    from app.config import loads
+    from app.pipeline import PostProcessor
+
+    control = f"[control]\noverride_min_interval = {interval}\n" if interval is not None else ""
+    cfg = loads(f"""{control}
+[mqtt]
+enabled = yes
+host = {broker.host}
+port = {broker.port}
+reconnect_max = 1 s
+[relay:boiler]
+pin = GPIO17
+on_when = export > 1500 W for 60 s
+{relay_extra}
+""")
+    factory = MockFactory()
+    return PostProcessor(cfg, pin_factory=factory), factory
 
 
 def parse(name: str, received: datetime | None = None) -> Reading:
@@ -785,23 +815,7 @@ def test_translators_never_raise_on_garbage(topic: str, payload: bytes) -> None:
 
 def test_end_to_end_through_the_post_processor(mosquitto: Broker, collector: Collector) -> None:
     """set -> PostProcessor command queue -> Controller -> mock pin -> relay_event -> state topic."""
-    from gpiozero.pins.mock import MockFactory
-
-    from app.config import loads
-    from app.pipeline import PostProcessor
-
-    cfg = loads(f"""
-[mqtt]
-enabled = yes
-host = {mosquitto.host}
-port = {mosquitto.port}
-reconnect_max = 1 s
-[relay:boiler]
-pin = GPIO17
-on_when = export > 1500 W for 60 s
-""")
-    factory = MockFactory()
-    pp = PostProcessor(cfg, pin_factory=factory)
+    pp, factory = post_processor(mosquitto)
     state = f"smartmeter/{METER}/relay/boiler/state"
     try:
         pp.start()

@@ -18,13 +18,12 @@ from gpiozero.pins.mock import MockFactory
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from app.config import ControlConfig, MqttConfig, RelayConfig, TranslateConfig, loads
+from app.config import ControlConfig, MqttConfig, RelayConfig, TranslateConfig
 from app.control.conditions import parse_condition
 from app.control.controller import Controller
-from app.pipeline import PostProcessor
 from app.sinks.mqtt_translate import Translator
 from tests.fixtures_mqtt import Broker
-from tests.test_mqtt import FLUVIUS, METER, TZ, Collector, mqtt_cfg, parse, wait_until
+from tests.test_mqtt import FLUVIUS, METER, TZ, Collector, mqtt_cfg, parse, post_processor, wait_until
 
 pytestmark = pytest.mark.timeout(180)
 SET = f"smartmeter/{METER}/relay/boiler/set"
@@ -129,28 +128,10 @@ def test_arbitrary_payloads_never_escape_the_callback(topic: str, payload: bytes
 # ---------------------------------------------------------------- item 7: command floods
 
 
-def _pp(mosquitto: Broker, interval: str, relay_extra: str = "") -> tuple[PostProcessor, MockFactory]:
-    cfg = loads(f"""
-[control]
-override_min_interval = {interval}
-[mqtt]
-enabled = yes
-host = {mosquitto.host}
-port = {mosquitto.port}
-reconnect_max = 1 s
-[relay:boiler]
-pin = GPIO17
-on_when = export > 1500 W for 60 s
-{relay_extra}
-""")
-    factory = MockFactory()
-    return PostProcessor(cfg, pin_factory=factory), factory
-
-
 def test_a_flood_of_5000_alternating_commands_gives_a_handful_of_switches(
     mosquitto: Broker, collector: Collector, caplog: pytest.LogCaptureFixture
 ) -> None:
-    pp, factory = _pp(mosquitto, "1 s")
+    pp, factory = post_processor(mosquitto, "1 s")
     pin = factory.pin(17)
     stop = threading.Event()
     try:
@@ -190,7 +171,7 @@ def test_a_flood_of_5000_alternating_commands_gives_a_handful_of_switches(
 
 
 def test_overrides_wait_for_min_off_and_the_last_command_wins(mosquitto: Broker) -> None:
-    pp, factory = _pp(mosquitto, "0 s", "min_off = 2 s\nmin_on = 2 s")
+    pp, factory = post_processor(mosquitto, "0 s", "min_off = 2 s\nmin_on = 2 s")
     try:
         pp.start()  # the safe state at start counts as a switch: min_off runs from now
         pp.on_reading(parse(FLUVIUS))
@@ -211,7 +192,7 @@ def test_overrides_wait_for_min_off_and_the_last_command_wins(mosquitto: Broker)
 
 def test_junk_commands_are_ignored_and_logged_rate_limited(mosquitto: Broker, collector: Collector,
                                                            caplog: pytest.LogCaptureFixture) -> None:
-    pp, factory = _pp(mosquitto, "0 s")
+    pp, factory = post_processor(mosquitto, "0 s")
     mqtt = pp.workers[0].sink
     try:
         pp.start()

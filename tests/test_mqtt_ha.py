@@ -9,15 +9,13 @@ from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
-from gpiozero.pins.mock import MockFactory
 
 from app.config import MqttConfig, TranslateConfig, loads
-from app.pipeline import PostProcessor
 from app.records import ReaderStatus
 from app.sinks.mqtt import MqttSink
 from app.sinks.mqtt_topics import reading_values
 from tests.fixtures_mqtt import Broker
-from tests.test_mqtt import FLUVIUS, METER, Collector, mqtt_cfg, parse, wait_until
+from tests.test_mqtt import FLUVIUS, METER, Collector, mqtt_cfg, parse, post_processor, wait_until
 
 pytestmark = pytest.mark.timeout(120)
 BASE = f"smartmeter/{METER}"
@@ -143,25 +141,8 @@ def test_value_sensors_follow_the_availability_topic_and_expire(mosquitto: Broke
 # ---------------------------------------------------------------- relay mode (select) and reason (sensor)
 
 
-def _post_processor(mosquitto: Broker, interval: str = "0 s") -> tuple[PostProcessor, MockFactory]:
-    cfg = loads(f"""
-[control]
-override_min_interval = {interval}
-[mqtt]
-enabled = yes
-host = {mosquitto.host}
-port = {mosquitto.port}
-reconnect_max = 1 s
-[relay:boiler]
-pin = GPIO17
-on_when = export > 1500 W for 60 s
-""")
-    factory = MockFactory()
-    return PostProcessor(cfg, pin_factory=factory), factory
-
-
 def test_relay_mode_select_and_reason_sensor(mosquitto: Broker, collector: Collector) -> None:
-    pp, factory = _post_processor(mosquitto)
+    pp, factory = post_processor(mosquitto, "0 s")
     mode, reason = f"{BASE}/relay/boiler/mode", f"{BASE}/relay/boiler/reason"
     try:
         pp.start()
@@ -197,7 +178,7 @@ def test_relay_mode_select_and_reason_sensor(mosquitto: Broker, collector: Colle
 
 
 def test_a_deferred_override_shows_why_in_the_reason(mosquitto: Broker, collector: Collector) -> None:
-    pp, _ = _post_processor(mosquitto, "1 h")
+    pp, _ = post_processor(mosquitto, "1 h")
     reason = f"{BASE}/relay/boiler/reason"
     try:
         pp.start()
