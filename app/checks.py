@@ -14,6 +14,7 @@ import os
 import pwd
 import tempfile
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -121,19 +122,29 @@ def check_online(cfg: Config, timeout_s: float = 5.0) -> list[str]:
     """Ask the enabled servers (InfluxDB ping, MQTT connect); return a warning per failure."""
     warnings: list[str] = []
     if cfg.influxdb.enabled:
-        url = f"{cfg.influxdb.url}/ping"
+        url, shown = _without_userinfo(cfg.influxdb.url)  # /ping needs no credentials; never show them
         try:
-            with urllib.request.urlopen(url, timeout=timeout_s) as resp:
+            with urllib.request.urlopen(f"{url}/ping", timeout=timeout_s) as resp:
                 resp.read(0)
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
-            warnings.append(f"[influxdb] url = {cfg.influxdb.url!r}: no answer to /ping ({reason}); "
+            warnings.append(f"[influxdb] url = {shown!r}: no answer to /ping ({reason}); "
                             "is InfluxDB running and the URL right?")
     if cfg.mqtt.enabled:
         why = _mqtt_problem(cfg, timeout_s)
         if why is not None:
             warnings.append(f"[mqtt] host = {cfg.mqtt.host!r}: {why}")
     return warnings
+
+
+def _without_userinfo(url: str) -> tuple[str, str]:
+    """(the URL without `user:password@`, the URL to show: its user info masked)."""
+    parts = urllib.parse.urlsplit(url)
+    if "@" not in parts.netloc:
+        return url, url
+    host = parts.netloc.rsplit("@", 1)[1]
+    return (urllib.parse.urlunsplit(parts._replace(netloc=host)),
+            urllib.parse.urlunsplit(parts._replace(netloc=f"***@{host}")))
 
 
 def _mqtt_problem(cfg: Config, timeout_s: float) -> str | None:

@@ -117,6 +117,17 @@ def test_online_pings_influxdb_and_connects_to_mqtt(tmp_path: Path, mosquitto: B
     assert "warning" not in out.stderr  # without --online nothing is asked
 
 
+def test_online_never_shows_credentials_in_the_influxdb_url(tmp_path: Path) -> None:
+    port = closed_port()
+    cfg = config.loads(f"[influxdb]\nenabled = yes\napi = v1\nurl = http://bob:s3cret@127.0.0.1:{port}\n"
+                       f"spool_dir = {tmp_path}/spool\n")
+    warnings = checks.check_online(cfg, timeout_s=5.0)
+    assert len(warnings) == 1 and warnings[0].startswith(f"[influxdb] url = 'http://***@127.0.0.1:{port}': "
+                                                         "no answer to /ping"), warnings
+    assert "Name or service" not in warnings[0]  # the ping went to the host, not to "bob:s3cret@127.0.0.1"
+    assert not any("s3cret" in w for w in warnings)  # was: the password in the warning (and a DNS lookup of it)
+
+
 def test_check_environment_has_no_side_effects(tmp_path: Path) -> None:
     cfg = config.loads(f"[meter]\nsource = socket://127.0.0.1:1\n[influxdb]\nenabled = yes\n"
                        f"spool_dir = {tmp_path}/x/spool\n[csv]\nenabled = yes\ndirectory = {tmp_path}/y\n"
