@@ -308,3 +308,12 @@ def test_any_positional_list_decodes_or_warns_never_raises(elements: list[bytes]
     assert r.header in cosem_profiles.BY_NAME
     for v in r.values.values():
         assert isinstance(v, Value)
+
+
+def test_profile_choices_stay_bounded_whatever_shapes_a_stream_shows() -> None:
+    from app.protocols.dlms import MAX_SHAPES
+
+    decoder = DlmsDecoder(tz=ZoneInfo("Europe/Brussels"))
+    for i in range(5 * MAX_SHAPES):  # a corrupt stream: a new list shape (or device name) every frame
+        decoder._remember(("list", f"shape {i}", None), cosem_profiles.GENERIC)
+    assert 0 < len(decoder._chosen) <= MAX_SHAPES  # was: one entry per shape, for ever

@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 DATA_NOTIFICATION = 0x0F
 _METER_ID_SUFFIXES = (":96.1.0", ":96.1.1")
 _NO_DEVIATION = b"\x80\x00\xff"
+MAX_SHAPES = 256  # push-list shapes whose profile choice is remembered (and announced)
 
 # One labelled body element: OBIS bytes, raw value, frame scaler/unit (or None), profile row.
 _Entry = tuple[bytes, object, "tuple[int, str | None] | None", "Row | None"]
@@ -302,7 +303,7 @@ class DlmsDecoder:
         ranked = _rank(found)
         if not ranked:
             generic = cosem_profiles.GENERIC
-            self._chosen[found.key] = generic
+            self._remember(found.key, generic)
             values = self._values(entries, generic)
             if any(su is None and row is None for _, _, su, row in entries):
                 self._limited.warning(
@@ -323,7 +324,7 @@ class DlmsDecoder:
         pick = next((t for t in tried if t[3] != "bad"), tried[0])
         profile, why, values, verdict, detail = pick
         if verdict == "ok" or len(ranked) == 1 or len(tried) == len(ranked):
-            self._chosen[found.key] = profile  # decided: no alternative is left to check
+            self._remember(found.key, profile)  # decided: no alternative is left to check
         if verdict == "bad":
             self._limited.warning(
                 f"check {found.key!r}",
@@ -334,9 +335,15 @@ class DlmsDecoder:
                        "; ".join([detail, *rejected[: len(rejected) if verdict != "bad" else 0]]))
         return profile, values
 
+    def _remember(self, key: tuple[object, ...], profile: Profile) -> None:
+        """Keep the profile decided for a list shape; bounded (a corrupt stream may show any number of shapes)."""
+        if len(self._chosen) >= MAX_SHAPES and key not in self._chosen:
+            self._chosen.clear()
+        self._chosen[key] = profile
+
     def _announce(self, key: tuple[object, ...], profile: Profile, what: str, why: str, check: str) -> None:
         """Log at INFO which profile auto chose for a list shape, once (again only if the choice changes)."""
-        if self._announced.get(key) == profile.name or len(self._announced) >= 256:
+        if self._announced.get(key) == profile.name or len(self._announced) >= MAX_SHAPES:
             return
         self._announced[key] = profile.name
         log.info("DLMS push list (%s): profile %s (%s; %s)", what, profile.name, why, check)
