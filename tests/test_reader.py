@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import multiprocessing
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -12,11 +15,31 @@ from app import config
 from app.reader import Reader, queue_putter
 from app.records import END, ReaderStatus, Reading
 from app.simulator import BRUSSELS, SimulatedMeter
+from tests.appliance import Pty
 from tests.conftest import FIXTURES
 
 
 def _telegrams(n: int, step_s: float = 1.0) -> bytes:
     return b"".join(SimulatedMeter(datetime(2026, 6, 21, 12, tzinfo=BRUSSELS), step_s=step_s).telegrams(n))
+
+
+@contextmanager
+def live_reader(tmp_path: Path, ini: str) -> Iterator[tuple[Pty, Reader, list[Any]]]:
+    """A Reader running in a thread on a real pty (`ini` is the [meter] body; its source is set here):
+    yields (pty, reader, items delivered); stopped and closed on exit."""
+    pty = Pty(tmp_path / "ttyUSB0")
+    cfg = config.loads(f"[meter]\nsource = {tmp_path / 'ttyUSB0'}\n{ini}")
+    got: list[Any] = []
+    stop = threading.Event()
+    reader = Reader(cfg, lambda item, wait: got.append(item) or True, stop.is_set)
+    thread = threading.Thread(target=reader.run, daemon=True)
+    thread.start()
+    try:
+        yield pty, reader, got
+    finally:
+        stop.set()
+        thread.join(5)
+        pty.close()
 
 
 def test_live_full_queue_drops_the_oldest_and_counts() -> None:
@@ -57,31 +80,18 @@ def test_fast_replay_batches_and_loses_nothing(tmp_path: Path) -> None:
 
 def test_auto_baud_rate_finds_a_dsmr22_meter_on_a_real_pty(tmp_path: Path, monkeypatch: Any) -> None:
     import termios
-    import threading
 
     from app import reader as reader_mod
-    from tests.appliance import Pty
 
     monkeypatch.setattr(reader_mod, "AUTO_BAUD_WINDOW_S", 0.6)
-    pty = Pty(tmp_path / "ttyUSB0")
-    cfg = config.loads(f"[meter]\nsource = {tmp_path / 'ttyUSB0'}\nprotocol = dsmr\nbaudrate = auto\n")
-    got: list[Any] = []
-    stop = threading.Event()
-    reader = Reader(cfg, lambda item, wait: got.append(item) or True, stop.is_set)
-    thread = threading.Thread(target=reader.run, daemon=True)
-    thread.start()
     telegram = (FIXTURES / "dsmr" / "iskra_mt382_dsmr2.2_1.txt").read_bytes()
     deadline = time.monotonic() + 10
-    try:
+    with live_reader(tmp_path, "protocol = dsmr\nbaudrate = auto\n") as (pty, reader, got):
         # The "meter" only makes sense at 9600 baud, as a DSMR 2.2 meter; at other settings the line is noise.
         while not any(isinstance(i, Reading) for i in got) and time.monotonic() < deadline:
             speed = termios.tcgetattr(pty.slave)[4]
             pty.write(telegram if speed == termios.B9600 else b"\x00\xff" * 100)
             time.sleep(0.1)
-    finally:
-        stop.set()
-        thread.join(5)
-        pty.close()
     readings = [i for i in got if isinstance(i, Reading)]
     assert readings and readings[0].header == "ISk5\\2MT382-1003"
     assert reader.meter.baudrate == "auto"
@@ -112,19 +122,8 @@ def test_reader_auto_noise_prefix_and_foreign_frame_lose_nothing() -> None:
 
 
 def test_live_pty_auto_noise_then_telegrams_all_decoded(tmp_path: Path) -> None:
-    import threading
-
-    from tests.appliance import Pty
-
-    pty = Pty(tmp_path / "ttyUSB0")
-    cfg = config.loads(f"[meter]\nsource = {tmp_path / 'ttyUSB0'}\nprotocol = auto\n")
-    got: list[Any] = []
-    stop = threading.Event()
-    reader = Reader(cfg, lambda item, wait: got.append(item) or True, stop.is_set)
-    thread = threading.Thread(target=reader.run, daemon=True)
-    thread.start()
     telegrams = SimulatedMeter(datetime(2026, 6, 21, 12, tzinfo=BRUSSELS)).telegrams(250)
-    try:
+    with live_reader(tmp_path, "protocol = auto\n") as (pty, reader, got):
         deadline = time.monotonic() + 10
         while not reader.connected and time.monotonic() < deadline:  # pyserial empties the port on open
             time.sleep(0.02)
@@ -138,10 +137,6 @@ def test_live_pty_auto_noise_then_telegrams_all_decoded(tmp_path: Path) -> None:
         deadline = time.monotonic() + 30
         while sum(isinstance(r, Reading) for r in got) < 250 and time.monotonic() < deadline:
             time.sleep(0.05)
-    finally:
-        stop.set()
-        thread.join(5)
-        pty.close()
     readings = [r for r in got if isinstance(r, Reading)]
     assert len(readings) == 250, reader.counters  # was: 1 empty bogus reading
     assert all(r.values for r in readings)
@@ -149,7 +144,6 @@ def test_live_pty_auto_noise_then_telegrams_all_decoded(tmp_path: Path) -> None:
 
 def test_socket_source_reads_what_the_socket_holds(tmp_path: Path) -> None:
     import socket
-    import threading
 
     from app.transport.source import SerialSource
 
