@@ -104,6 +104,35 @@ def test_the_appliance_serves_live_readings_and_takes_relay_commands(setup: tupl
     assert "401" in log and "missing or wrong token" in log
 
 
+def _autogroup(pid: int) -> str | None:
+    try:
+        return Path(f"/proc/{pid}/autogroup").read_text().strip()  # "/autogroup-N nice K"
+    except OSError:
+        return None
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux scheduling")
+def test_the_web_process_runs_below_relay_control_in_a_session_of_its_own(setup: tuple[Path, Pty, int]) -> None:
+    """A busy web process must not share the appliance's autogroup (it would keep it always runnable,
+    and a woken reader would wait for every other session's turn instead of preempting at once)."""
+    ini, _pty, _port = setup
+    app = Appliance(ini)
+    try:
+        web_pid, pp_pid = app.pid_of("web"), app.pid_of("post-processor")
+        app.wait_log(r"web: serving")
+        assert os.getsid(web_pid) == web_pid != os.getsid(pp_pid)
+        assert os.getpriority(os.PRIO_PROCESS, web_pid) >= os.getpriority(os.PRIO_PROCESS, pp_pid) + 10
+        assert os.sched_getscheduler(web_pid) == os.SCHED_BATCH
+        assert os.sched_getscheduler(pp_pid) == os.SCHED_OTHER
+        web_group, pp_group = _autogroup(web_pid), _autogroup(pp_pid)
+        if web_group is not None and pp_group is not None:  # a kernel with autogroup scheduling
+            assert web_group.split()[0] != pp_group.split()[0]
+            assert web_group.endswith("nice 10")
+        assert app.stop() == 0
+    finally:
+        app.kill()
+
+
 def test_the_death_of_the_web_process_stops_the_appliance(setup: tuple[Path, Pty, int]) -> None:
     ini, _pty, port = setup
     app = Appliance(ini)

@@ -17,6 +17,7 @@ import socket
 import threading
 from collections.abc import Callable, Generator
 from multiprocessing.synchronize import Event
+from pathlib import Path
 from typing import Any
 
 import uvicorn
@@ -135,6 +136,29 @@ def serve(cfg: Config, channels: Channels | None, stop: Callable[[], bool],
     done.set()
 
 
+def lower_priority() -> None:
+    """Put this process below the reader and the post-processor: a busy API must never take the CPU
+    from relay decisions.
+
+    Its own session first: with Linux's autogroup scheduling (on by default) the CPU is shared fairly
+    between sessions before nice values count, so a busy web process in the appliance's session keeps
+    that session always runnable, and a woken reader or post-processor then waits behind every other
+    session's turn (tens of ms on a loaded Pi) instead of preempting at once. In a session of its own,
+    weighted down (autogroup nice), it only takes CPU the appliance does not want. Then nice and
+    SCHED_BATCH (no wake-up preemption of others) for the case without autogroup (a cgroup per service)."""
+    steps: list[tuple[str, Callable[[], object]]] = [
+        ("own session", os.setsid),
+        ("autogroup nice", lambda: Path("/proc/self/autogroup").write_text(f"{WEB_NICE}\n")),
+        ("nice", lambda: os.nice(WEB_NICE)),
+        ("SCHED_BATCH", lambda: os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))),
+    ]
+    for what, step in steps:
+        try:
+            step()
+        except (OSError, AttributeError) as exc:  # not Linux, no autogroup, not allowed: the rest still helps
+            log.debug("web: cannot lower its priority (%s): %s", what, exc)
+
+
 def run(cfg: Config, channels: Channels, stop_event: Event, log_level: str, heartbeat: Heartbeat | None = None
         ) -> None:
     """Entry point of the web process: stops when main sets `stop_event` or goes away."""
@@ -142,11 +166,7 @@ def run(cfg: Config, channels: Channels, stop_event: Event, log_level: str, hear
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     logutil.setup(log_level)
     log.info("web process started (pid %d)", os.getpid())
-    # Below the reader and the post-processor: a busy API must never take the CPU from relay decisions.
-    try:
-        os.nice(WEB_NICE)
-    except OSError as exc:
-        log.warning("web: cannot lower its priority: %s", exc)
+    lower_priority()
     main_gone = main_watch()
     beat = heartbeat.beat if heartbeat is not None else no_beat
     beat()
