@@ -347,7 +347,7 @@ def run(quick: bool = False) -> str:
         f"p99 with the API hammered minus idle: {extra:+.2f} ms (target ≤ {TARGET_EXTRA_P99_MS:.0f} ms: "
         f"{ok(extra <= TARGET_EXTRA_P99_MS)}). The post-processor only appends the Reading to a bounded ring "
         "per reading (its feeder thread pickles). The web process runs in a session of its own (its own "
-        "autogroup, autogroup nice +10), at nice +10 and SCHED_BATCH: in the appliance's session a busy web "
+        "autogroup, autogroup nice +10), at nice +10 and SCHED_IDLE: in the appliance's session a busy web "
         "process kept the session always runnable, so a woken reader waited for other sessions' turns instead "
         "of preempting (the run-queue wait column). The load clients run in a session of their own at "
         "autogroup nice 19 and SCHED_IDLE: they stand for devices on the LAN, whose CPU is not the Pi's. "

@@ -122,7 +122,7 @@ def test_the_web_process_runs_below_relay_control_in_a_session_of_its_own(setup:
         app.wait_log(r"web: serving")
         assert os.getsid(web_pid) == web_pid != os.getsid(pp_pid)
         assert os.getpriority(os.PRIO_PROCESS, web_pid) >= os.getpriority(os.PRIO_PROCESS, pp_pid) + 10
-        assert os.sched_getscheduler(web_pid) == os.SCHED_BATCH
+        assert os.sched_getscheduler(web_pid) == os.SCHED_IDLE
         assert os.sched_getscheduler(pp_pid) == os.SCHED_OTHER
         web_group, pp_group = _autogroup(web_pid), _autogroup(pp_pid)
         if web_group is not None and pp_group is not None:  # a kernel with autogroup scheduling

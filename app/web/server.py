@@ -137,20 +137,19 @@ def serve(cfg: Config, channels: Channels | None, stop: Callable[[], bool],
 
 
 def lower_priority() -> None:
-    """Put this process below the reader and the post-processor: a busy API must never take the CPU
-    from relay decisions.
-
-    Its own session first: with Linux's autogroup scheduling (on by default) the CPU is shared fairly
-    between sessions before nice values count, so a busy web process in the appliance's session keeps
-    that session always runnable, and a woken reader or post-processor then waits behind every other
-    session's turn (tens of ms on a loaded Pi) instead of preempting at once. In a session of its own,
-    weighted down (autogroup nice), it only takes CPU the appliance does not want. Then nice and
-    SCHED_BATCH (no wake-up preemption of others) for the case without autogroup (a cgroup per service)."""
+    """Put this process below the reader and the post-processor (best effort, each step on its own)."""
+    # A busy API must never take the CPU from relay decisions. Its own session first: with Linux's autogroup
+    # scheduling (on by default) the CPU is shared between sessions before nice values count, so a busy web
+    # process in the appliance's session kept that session always runnable, and a woken reader or
+    # post-processor waited behind every other session's turn (tens of ms on a loaded machine) instead of
+    # preempting at once. In a session of its own, weighted down (autogroup nice), it only takes CPU the
+    # appliance does not want; SCHED_IDLE inside it lets a waking reader preempt it at once rather than after
+    # its time slice (the session's share still comes from the autogroup nice); nice where there is no autogroup.
     steps: list[tuple[str, Callable[[], object]]] = [
         ("own session", os.setsid),
         ("autogroup nice", lambda: Path("/proc/self/autogroup").write_text(f"{WEB_NICE}\n")),
         ("nice", lambda: os.nice(WEB_NICE)),
-        ("SCHED_BATCH", lambda: os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))),
+        ("SCHED_IDLE", lambda: os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))),
     ]
     for what, step in steps:
         try:
