@@ -175,6 +175,15 @@ def from_json(doc: Any, power_unit: str = "W", energy_unit: str = "kWh", paths: 
 def parse(payload: bytes, only: str | None = None, power_unit: str = "W", energy_unit: str = "kWh",
           paths: dict[str, str] | None = None) -> dict[str, float]:
     """One payload -> quantities; a plain number is `only`'s. PayloadError when nothing usable is in it."""
+    found = _parse(payload, only, power_unit, energy_unit, paths)
+    for quantity, v in found.items():
+        if not math.isfinite(v):  # 1.8e305 kW is a number, but not after the unit's factor
+            raise PayloadError(f"{quantity} out of range after unit conversion")
+    return found
+
+
+def _parse(payload: bytes, only: str | None, power_unit: str, energy_unit: str,
+           paths: dict[str, str] | None) -> dict[str, float]:
     try:
         text = payload.decode("utf-8").strip()
     except UnicodeDecodeError:
