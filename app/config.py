@@ -387,13 +387,16 @@ class Section:
                                   f"{_unknown_hint(self.name, key, self.used)}", self.name, key)
 
 
+_URL_USERINFO = re.compile(r"(://)[^/@\s]*@")
+
+
 def _shown(key: str, value: str) -> str:
     """A value as an error message may quote it: never a secret, never the lines an indent joined."""
     if is_secret_key(key):
         return repr("***")
     if "\n" in value.strip():
         return f"<{value.strip().count(chr(10)) + 1} lines, not shown>"
-    return repr(value)
+    return repr(_URL_USERINFO.sub(r"\1***@", value))  # http://user:secret@host -> http://***@host
 
 
 def looks_secret(key: str) -> bool:
@@ -517,6 +520,8 @@ def _url(s: str) -> str:
         raise ValueError("the URL has no host name, e.g. http://localhost:8086")
     if port == 0:
         raise ValueError("the port must be a number from 1 to 65535, e.g. http://localhost:8086")
+    if parts.username is not None or parts.password is not None:
+        raise ValueError("credentials in the URL are not used: set username and password (or token) instead")
     return s.rstrip("/")
 
 

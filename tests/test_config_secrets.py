@@ -146,3 +146,12 @@ def test_property_no_secret_value_in_any_output(name: str, value: str, section: 
         except ConfigError as exc:
             assert value not in str(exc)
             assert value not in repr(exc.args)
+
+
+def test_credentials_in_a_url_are_refused_and_never_shown() -> None:
+    """urllib would take `user:pass@host` for the host name: the sink never connects. Say so, without the password."""
+    with pytest.raises(ConfigError) as err:
+        config.loads("[influxdb]\nenabled = yes\nurl = http://admin:s3cr3tpw@localhost:8086\n")
+    assert "s3cr3tpw" not in str(err.value)
+    assert "[influxdb] url = 'http://***@localhost:8086'" in str(err.value)
+    assert "username and password" in str(err.value)
