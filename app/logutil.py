@@ -31,6 +31,9 @@ def settle_gc() -> None:
     gc.set_threshold(10_000, 50, 100)
 
 
+MAX_KEYS = 1024  # distinct keys a RateLimited remembers
+
+
 class RateLimited:
     """Log a message per key at most once per `interval_s`, saying how many were held back."""
 
@@ -48,11 +51,20 @@ class RateLimited:
             self._held[key] = self._held.get(key, 0) + 1
             return False
         held = self._held.pop(key, 0)
+        if len(self._last) >= MAX_KEYS and key not in self._last:
+            self._forget(now)
         self._last[key] = now
         if held:
             msg += f" ({held} more like this in the last {self.interval_s:g} s)"
         self.logger.log(level, msg, *args, exc_info=exc_info)
         return True
+
+    def _forget(self, now: float) -> None:
+        """Bound the keys (a corrupt stream can make a new one per frame): drop the quiet ones, else the oldest."""
+        quiet = [k for k, t in self._last.items() if now - t >= self.interval_s and k not in self._held]
+        for k in quiet or sorted(self._last, key=self._last.__getitem__)[: MAX_KEYS // 2]:
+            self._last.pop(k, None)
+            self._held.pop(k, None)
 
     def warning(self, key: str, msg: str, *args: object) -> bool:
         """Rate-limited warning."""
