@@ -82,13 +82,14 @@ def check_environment(cfg: Config) -> list[str]:
 
 
 def _check_gpio(cfg: Config) -> None:
-    if not cfg.relays or cfg.control.dry_run or cfg.meter.replay_path is not None:
+    gpio = [r for r in cfg.relays if r.device is None]  # network relays need no GPIO library
+    if not gpio or cfg.control.dry_run or cfg.meter.replay_path is not None:
         return
     from app.control.relays import gpio_library_problem
 
     problem = gpio_library_problem()
     if problem is not None:
-        first = cfg.relays[0]
+        first = gpio[0]
         raise ConfigError(f"[relay:{first.name}] pin = {first.pin!r}: {problem}", f"relay:{first.name}", "pin")
 
 

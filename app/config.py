@@ -24,6 +24,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from app.control.capacity import CapacityConfig, parse_capacity
 from app.control.conditions import Condition, parse_condition
 from app.control.daily import MinDaily, parse_min_daily
+from app.control.relays.settings import DeviceConfig, parse_device
 from app.errors import ConfigError
 from app.meters import ROLES, MeterSpec, SiteConfig, check_meters, meter_name, parse_meter, parse_site
 from app.store.settings import HistoryConfig, parse_history
@@ -182,6 +183,7 @@ class RelayConfig:
     hours: tuple[dtime, dtime] | None = None
     sheddable: bool = False  # [capacity] peak shaving may switch it off
     min_daily: MinDaily | None = None  # run at least this long a day, by a deadline
+    device: DeviceConfig | None = None  # a network relay (type = shelly | tasmota | tapo); None: GPIO
 
 
 @dataclass(frozen=True)
@@ -621,7 +623,10 @@ def _relay(sec: Section, name: str) -> RelayConfig:
         )
     from app.control.relays import parse_pin  # pure: no gpiozero, no hardware
 
+    kind, device = parse_device(sec, name)
     pin = sec.get("pin", "", _pin(parse_pin))
+    if device is not None and pin:
+        raise sec.error("pin", pin, f"a type = {kind} relay has no pin (remove it, or use type = gpio)")
     on_when = sec.get("on_when", None, _condition)
     off_when = sec.get("off_when", None, _condition)
     relay = RelayConfig(
@@ -638,9 +643,13 @@ def _relay(sec: Section, name: str) -> RelayConfig:
         hours=sec.get("hours", None, parse_hours),
         sheddable=sec.flag("sheddable", False),
         min_daily=sec.get("min_daily", None, parse_min_daily),
+        device=device,
     )
     sec.check_unknown()  # a misspelt key first: `on_wen: unknown key` explains `on_when: missing`
-    if not pin:
+    if device is not None and relay.safe_state:
+        raise sec.error("safe_state", "on", "a network relay's safe state is off (its dead-man timer switches "
+                        "it off when this appliance is gone)")
+    if not pin and device is None:
         raise ConfigError(f"[{sec.name}] pin: missing (e.g. pin = GPIO17)", sec.name, "pin")
     if on_when is None:
         raise ConfigError(
@@ -919,6 +928,10 @@ def from_parser(
     from app.control.relays import check_pins  # pure: BOARD11, gpio17 and 17 are one line
 
     check_pins(tuple(relays))
+    for r in relays:
+        if r.device is not None and r.device.mqtt_topic and not built["mqtt"].enabled:
+            raise ConfigError(f"[relay:{r.name}] mqtt_topic = {r.device.mqtt_topic!r}: needs [mqtt] enabled = yes "
+                              "(the relay is switched over that broker)", f"relay:{r.name}", "mqtt_topic")
     return Config(path=path, relays=tuple(relays), **built)
 
 
@@ -968,6 +981,8 @@ def _plain(obj: Any) -> dict[str, Any]:
             res[f.name] = "***" if v else ""
         elif isinstance(v, (Condition, MinDaily)):
             res[f.name] = v.text if isinstance(v, Condition) else str(v)
+        elif is_dataclass(v):
+            res[f.name] = _plain(v)
         elif isinstance(v, tuple) and len(v) == 2 and isinstance(v[0], dtime):
             res[f.name] = f"{v[0]:%H:%M}-{v[1]:%H:%M}"
         else:

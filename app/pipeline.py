@@ -215,7 +215,8 @@ class PostProcessor:
                          "(--replay-relays drives them)")
             self.controller = Controller(cfg.control, cfg.relays, pin_factory=pin_factory,
                                          tz=ZoneInfo(cfg.meter.timezone), simulated=simulate_relays,
-                                         capacity=cfg.capacity, tariff=cfg.tariff if cfg.tariff.priced else None)
+                                         capacity=cfg.capacity, tariff=cfg.tariff if cfg.tariff.priced else None,
+                                         mqtt=cfg.mqtt if cfg.mqtt.enabled else None)
             if cfg.capacity.enabled and cfg.history.enabled:
                 seed_month_peak(self.controller, cfg)
         built = sinks if sinks is not None else build_sinks(cfg, self._on_command)
@@ -258,7 +259,10 @@ class PostProcessor:
 
     def counters(self) -> dict[str, int]:
         """The post-processor's own counters."""
-        return {"readings": self.readings, "gaps": self.gaps, "sink_dropped": sum(w.dropped for w in self.workers)}
+        devices = self.controller.devices() if self.controller is not None else {}
+        return {"readings": self.readings, "gaps": self.gaps, "sink_dropped": sum(w.dropped for w in self.workers),
+                "relay_mismatches": sum(d["mismatches"] for d in devices.values()),
+                "relay_failures": sum(d["failures"] for d in devices.values())}
 
     def command(self, name: str, mode: str) -> Future[OverrideResult]:
         """A manual ON / OFF / AUTO for one relay, from any thread (MQTT, web API).
@@ -463,10 +467,13 @@ class PostProcessor:
             why = f" ({missing} decoded but never received: the reader or main stopped first)"
         elif final and missing < 0:
             why = f" (the reader's last counters are {-missing} readings old)"
+        devices = self.controller.devices() if self.controller is not None else {}
+        net = "".join(f"; relay {n} {d['state']} ({d['mismatches']} mismatches, {d['failures']} failed requests)"
+                      for n, d in devices.items())
         log.info("%d readings processed; reader: %d ok, %d rejected (%d CRC), %d dropped, %d gaps, "
-                 "%d implausible, %d bytes outside frames%s%s; queue depth %d, sink backlog %s", self.readings,
+                 "%d implausible, %d bytes outside frames%s%s; queue depth %d, sink backlog %s%s", self.readings,
                  s.frames_ok, s.frames_bad, s.crc_errors, s.dropped, self.gaps, s.implausible, s.skipped_bytes,
-                 why, lag, self.queue_depth, backlog)
+                 why, lag, self.queue_depth, backlog, net)
 
     def clock_pace(self) -> float | None:
         """Meter time elapsed per second of receive time since the first reading (None: not known yet)."""

@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from datetime import UTC, date, datetime, timedelta, tzinfo
 from typing import Any
 
-from app.config import ControlConfig, RelayConfig
+from app.config import ControlConfig, MqttConfig, RelayConfig
 from app.control.capacity import CapacityConfig
 from app.control.override import (
     APPLIED,
@@ -56,14 +56,17 @@ class Controller:
         simulated: bool = False,
         capacity: CapacityConfig | None = None,
         tariff: TariffConfig | None = None,
+        mqtt: MqttConfig | None = None,
     ) -> None:
         """Claim the pins in their safe states; `tz` is the meter's zone for `hours` windows;
         `simulated`: the pins are mock pins (a replay), said in every switch line;
-        `capacity`: peak shaving ([capacity]); `tariff`: cheapest times for min_daily relays."""
+        `capacity`: peak shaving ([capacity]); `tariff`: cheapest times for min_daily relays;
+        `mqtt`: the broker of Tasmota relays switched over MQTT."""
         self.control = control
         self.simulated = simulated
         self.policy = Policy(control, relays, tz, capacity=capacity, tariff=tariff)
-        self.bank = RelayBank(relays, pin_factory=pin_factory, dry_run=control.dry_run)
+        self.bank = RelayBank(relays, pin_factory=pin_factory, dry_run=control.dry_run, mqtt=mqtt,
+                              network=not simulated)
         self._last_valid: float | None = None  # monotonic time of the last valid reading (or start)
         self._stale = False
         self._configs = {r.name: r for r in relays}
@@ -81,6 +84,10 @@ class Controller:
     def states(self) -> dict[str, bool]:
         """Current state per relay (True = on), in config order."""
         return self.policy.states
+
+    def devices(self) -> dict[str, dict[str, Any]]:
+        """Network relays as read back from their devices (state on/off/unknown, mismatches, failures)."""
+        return self.bank.devices()
 
     @property
     def modes(self) -> dict[str, str]:

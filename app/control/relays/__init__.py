@@ -23,7 +23,8 @@ from app.errors import ConfigError
 if TYPE_CHECKING:
     from gpiozero import OutputDevice
 
-    from app.config import RelayConfig
+    from app.config import MqttConfig, RelayConfig
+    from app.control.relays.net import NetRelay
 
 log = logging.getLogger("app.control")
 
@@ -118,6 +119,8 @@ def check_pins(relays: tuple[RelayConfig, ...]) -> None:
     """Every relay's pin names a header GPIO, and no two relays share a line (any alias)."""
     seen: dict[int, RelayConfig] = {}
     for r in relays:
+        if r.device is not None:
+            continue
         section = f"relay:{r.name}"
         try:
             line = parse_pin(r.pin)
@@ -131,13 +134,20 @@ def check_pins(relays: tuple[RelayConfig, ...]) -> None:
         seen[line] = r
 
 
+NET_CLOSE_S = 0.5  # on shutdown: network relays send OFF within this; their dead-man timers cover the rest
+
+
 class RelayBank:
-    """The relays of one appliance; `set` drives a pin, `close` leaves every pin safe."""
+    """The relays of one appliance; `set` drives a pin or commands a network relay's thread,
+    `close` leaves every relay safe."""
 
     def __init__(
-        self, relays: tuple[RelayConfig, ...], pin_factory: Any = None, dry_run: bool = False
+        self, relays: tuple[RelayConfig, ...], pin_factory: Any = None, dry_run: bool = False,
+        mqtt: MqttConfig | None = None, log_interval_s: float = 60.0, network: bool = True,
     ) -> None:
-        """Claim every pin with `initial_value` = its safe state (none when `dry_run`).
+        """Claim every pin with `initial_value` = its safe state (none when `dry_run`); start one
+        worker thread per network relay (`mqtt`: the broker of Tasmota relays over MQTT; with
+        `network` False, e.g. a replay, no device is contacted and their states are only remembered).
 
         A bad or doubled pin, or no usable GPIO library, is a ConfigError (exit 2, no restart loop)."""
         check_pins(relays)
@@ -145,13 +155,23 @@ class RelayBank:
         self._configs = {r.name: r for r in relays}
         self._states = {r.name: r.safe_state for r in relays}
         self._devices: dict[str, OutputDevice] = {}
+        self._net: dict[str, NetRelay] = {}
         self._closed = False
         if dry_run or not relays:
+            return
+        try:
+            if network:
+                self._start_net(relays, mqtt, log_interval_s)
+        except BaseException:
+            self.close()
+            raise
+        gpio = tuple(r for r in relays if r.device is None)
+        if not gpio:
             return
         from gpiozero import OutputDevice
 
         try:
-            for r in relays:
+            for r in gpio:
                 self._devices[r.name] = OutputDevice(
                     pin_name(r.pin),
                     active_high=r.active_high,
@@ -160,17 +180,36 @@ class RelayBank:
                 )
         except ImportError as exc:  # gpiozero's BadPinFactory, or the GPIOZERO_PIN_FACTORY library missing
             self.close()
-            first = relays[0]
+            first = gpio[0]
             raise ConfigError(f"[relay:{first.name}] pin = {first.pin!r}: gpiozero could not load a pin factory "
                               f"({exc}): {INSTALL_HINT}", f"relay:{first.name}", "pin") from None
         except BaseException:
             self.close()
             raise
 
+    def _start_net(self, relays: tuple[RelayConfig, ...], mqtt: MqttConfig | None, log_interval_s: float) -> None:
+        from app.control.relays.net import DeviceError, NetRelay, build_driver
+
+        for r in relays:
+            if r.device is None:
+                continue
+            try:
+                driver = build_driver(r.device, mqtt)
+            except (DeviceError, ValueError) as exc:
+                raise ConfigError(f"[relay:{r.name}] type = {r.device.kind!r}: {exc}", f"relay:{r.name}",
+                                  "type") from None
+            self._net[r.name] = NetRelay(r.name, r.device, driver, log_interval_s)
+
     @property
     def states(self) -> dict[str, bool]:
         """Logical state per relay (True = on), in config order."""
         return dict(self._states)
+
+    def devices(self) -> dict[str, dict[str, Any]]:
+        """Network relays as read back: state (on/off/unknown), commanded, mismatches, failures, dropped."""
+        return {name: {"state": r.state, "commanded": "on" if r.wanted else "off", "mismatches": r.mismatches,
+                       "failures": r.failures, "dropped": r.dropped, "error": r.last_error}
+                for name, r in self._net.items()}
 
     @property
     def closed(self) -> bool:
@@ -184,6 +223,9 @@ class RelayBank:
         if self._closed:
             return
         self._states[name] = state
+        net = self._net.get(name)
+        if net is not None:
+            net.want(state)
         dev = self._devices.get(name)
         if dev is not None:
             if state:
@@ -196,13 +238,22 @@ class RelayBank:
         for name, cfg in self._configs.items():
             self.set(name, cfg.safe_state)
 
-    def close(self) -> None:
-        """Every pin to its safe state, then release it; safe to call more than once."""
+    def close(self, net_timeout_s: float = NET_CLOSE_S) -> None:
+        """Every pin to its safe state, then release it; network relays OFF within `net_timeout_s`
+        (their dead-man timers cover what could not be sent); safe to call more than once."""
         if self._closed:
             return
         self._closed = True
         for name, cfg in self._configs.items():
             self._states[name] = cfg.safe_state
+        for net in self._net.values():  # all at once: each thread sends its OFF in parallel
+            net.request_close()
+        if self._net:
+            import time
+
+            deadline = time.monotonic() + net_timeout_s
+            for net in self._net.values():
+                net.close(max(0.01, deadline - time.monotonic()))
         if not self._devices:
             return
         from gpiozero import GPIOZeroError
