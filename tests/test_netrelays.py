@@ -153,8 +153,8 @@ def test_shelly_dead_man_is_refreshed_while_on_and_runs_out_when_the_worker_dies
         assert sw.state() and sw.expired == 0  # never ran out while this appliance was alive
         ons = sw.ons
         # the worker thread dies without a word (a hung Pi): nothing is sent any more
-        bank._net["boiler"].driver.send = _dead  # type: ignore[method-assign]
-        bank._net["boiler"].driver.read = _dead  # type: ignore[method-assign]
+        bank._net["boiler"].driver.send = _dead  # type: ignore[method-assign,assignment]
+        bank._net["boiler"].driver.read = _dead  # type: ignore[method-assign,assignment]
         t0 = time.monotonic()
         assert wait_for(lambda: sw.expired == 1, 15)
         assert time.monotonic() - t0 <= 3.0 + 5.0  # within the dead-man time (plus a loaded machine)
@@ -279,8 +279,8 @@ def test_tasmota_over_mqtt_with_pulsetime_expiring_when_the_appliance_is_gone(mo
         assert wait_for(lambda: bank.devices()["pump"]["mismatches"] >= 1, 10)
         assert wait_for(lambda: sw.state(), 10)
         expired = sw.expired
-        bank._net["pump"].driver.send = _dead  # type: ignore[method-assign]
-        bank._net["pump"].driver.read = _dead  # type: ignore[method-assign]
+        bank._net["pump"].driver.send = _dead  # type: ignore[method-assign,assignment]
+        bank._net["pump"].driver.read = _dead  # type: ignore[method-assign,assignment]
         assert wait_for(lambda: sw.expired == expired + 1, 15)  # PulseTime ran out on the device
         assert not sw.state()
     finally:
