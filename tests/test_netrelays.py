@@ -154,7 +154,7 @@ def test_shelly_dead_man_is_refreshed_while_on_and_runs_out_when_the_worker_dies
         ons = sw.ons
         # the worker thread dies without a word (a hung Pi): nothing is sent any more
         bank._net["boiler"].driver.send = _dead  # type: ignore[method-assign,assignment]
-        bank._net["boiler"].driver.read = _dead  # type: ignore[method-assign,assignment]
+        bank._net["boiler"].driver.read = _dead  # type: ignore[method-assign]
         t0 = time.monotonic()
         assert wait_for(lambda: sw.expired == 1, 15)
         assert time.monotonic() - t0 <= 3.0 + 5.0  # within the dead-man time (plus a loaded machine)
@@ -280,7 +280,7 @@ def test_tasmota_over_mqtt_with_pulsetime_expiring_when_the_appliance_is_gone(mo
         assert wait_for(lambda: sw.state(), 10)
         expired = sw.expired
         bank._net["pump"].driver.send = _dead  # type: ignore[method-assign,assignment]
-        bank._net["pump"].driver.read = _dead  # type: ignore[method-assign,assignment]
+        bank._net["pump"].driver.read = _dead  # type: ignore[method-assign]
         assert wait_for(lambda: sw.expired == expired + 1, 15)  # PulseTime ran out on the device
         assert not sw.state()
     finally:
