@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from app.alerts.settings import AlertConfig, parse_alert, safe_url
 from app.control.capacity import CapacityConfig, parse_capacity
 from app.control.conditions import Condition, parse_condition
 from app.control.daily import MinDaily, parse_min_daily
@@ -294,6 +295,7 @@ class Config:
     meters: tuple[MeterSpec, ...] = ()  # [meter:NAME] sections: more meters, one reader process each
     site: SiteConfig = field(default_factory=SiteConfig)
     capacity: CapacityConfig = field(default_factory=CapacityConfig)
+    alerts: tuple[AlertConfig, ...] = ()  # [alert:NAME] sections
 
 
 # ---------------------------------------------------------------- section reader
@@ -828,6 +830,7 @@ _SECTIONS: dict[str, Callable[[Section], Any]] = {
 _PREFIXED: dict[str, tuple[Callable[[Section, str], Any], str]] = {
     "tariff": (parse_tariff, "tariffs"),
     "meter": (parse_meter, "meters"),
+    "alert": (parse_alert, "alerts"),
 }
 
 
@@ -932,6 +935,10 @@ def from_parser(
         if r.device is not None and r.device.mqtt_topic and not built["mqtt"].enabled:
             raise ConfigError(f"[relay:{r.name}] mqtt_topic = {r.device.mqtt_topic!r}: needs [mqtt] enabled = yes "
                               "(the relay is switched over that broker)", f"relay:{r.name}", "mqtt_topic")
+    for a in built["alerts"]:
+        if "mqtt" in a.notify and not built["mqtt"].enabled:
+            raise ConfigError(f"[alert:{a.name}] notify = {', '.join(a.notify)!r}: mqtt needs [mqtt] enabled = yes",
+                              f"alert:{a.name}", "notify")
     return Config(path=path, relays=tuple(relays), **built)
 
 
@@ -968,6 +975,9 @@ def redacted(cfg: Config) -> dict[str, dict[str, Any]]:
                 out[f"meter:{m.name}"] = _plain(m) | {"settings": shown() if shown is not None else
                                                       _plain(m.settings) if is_dataclass(m.settings)
                                                       else m.settings}
+        elif f.name == "alerts":
+            for alert in val:  # the webhook URL may carry credentials or a webhook id: its host only
+                out[f"alert:{alert.name}"] = {**_plain(alert), "url": safe_url(alert.url) if alert.url else ""}
         elif is_dataclass(val):
             out[f.name] = _plain(val)
     return out

@@ -31,6 +31,7 @@ from app.sinks import MeterOnly, Sink, SinkIncomplete
 from app.supervision import TICK_EVERY_S, Heartbeat, main_watch, no_beat
 
 if TYPE_CHECKING:  # gpiozero is imported by the post-processor only when relays are configured
+    from app.alerts import Alerts
     from app.control.controller import Controller, OverrideResult, SwitchEvent
     from app.web.link import Channels, WebLink
 
@@ -249,6 +250,13 @@ class PostProcessor:
         trace = os.environ.get("SMARTMETER_TRACE")
         self.trace = open(trace, "a", buffering=1 << 16) if trace else None  # noqa: SIM115
         self.web: WebLink | None = None  # live state to the web process, relay commands from it
+        self.alerts: Alerts | None = None
+        self._last_valid_s = time.monotonic()
+        if cfg.alerts:
+            from app.alerts import Alerts
+
+            self.alerts = Alerts(cfg.alerts, cfg.mqtt if cfg.mqtt.enabled else None, __version__,
+                                 cfg.general.log_interval)
 
     def link_web(self, channels: Channels) -> None:
         """Publish live state to the web process and take its relay commands."""
@@ -353,6 +361,10 @@ class PostProcessor:
                 self._relay_detail()
         if self.trace is not None:
             self.trace.write(f"{reading.seq} {time.monotonic_ns()}\n")
+        if self.alerts is not None:
+            if reading.crc_ok is not False:
+                self._last_valid_s = time.monotonic()
+            self.alerts.on_reading(reading)
         states = self.states
         for w in self.workers:
             w.submit("write", reading, states)
@@ -424,6 +436,8 @@ class PostProcessor:
             self.web.report(taken, self.controller)
             if self.status is not None:
                 self.web.status(self.status, self.counters())
+        if self.alerts is not None:
+            self._alert_tick(now)
         if now - self._last_stats >= self.cfg.general.stats_interval:
             self._last_stats = now
             self.log_stats()
@@ -443,6 +457,21 @@ class PostProcessor:
                 self.web.meter_status(name, change.new, change.reason)
         if self.controller is not None:
             self._broadcast(self.controller.block(self.board.blocked(self._needs, now), now), "stale meter")
+
+    def _alert_tick(self, now: float) -> None:
+        """The special alerts: meter offline, relay mismatch, sink backlog, decrypt errors."""
+        from app.alerts import Facts
+
+        assert self.alerts is not None
+        devices = self.controller.devices() if self.controller is not None else {}
+        self.alerts.tick(now, Facts(
+            last_valid_s=self._last_valid_s,
+            relays_unknown=tuple(n for n, d in devices.items() if d["reachable"] is False),
+            relay_mismatches=sum(d["mismatches"] for d in devices.values()),
+            sink_backlog={w.sink.name: w.q.qsize() for w in self.workers},
+            sink_dropped=sum(w.dropped for w in self.workers),
+            decrypt_errors=self.status.decrypt_errors if self.status is not None else 0,
+        ))
 
     def log_stats(self, final: bool = False) -> None:
         """One status line: readings, gaps, reader counters, lag (live sources only)."""
@@ -514,6 +543,8 @@ class PostProcessor:
                               w.q.qsize())
         if self.controller is not None:
             self.controller.close()
+        if self.alerts is not None:
+            self.alerts.close(0.2)
         if self.trace is not None:
             self.trace.close()
         self.log_stats(final=True)

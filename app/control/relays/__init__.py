@@ -207,7 +207,8 @@ class RelayBank:
 
     def devices(self) -> dict[str, dict[str, Any]]:
         """Network relays as read back: state (on/off/unknown), commanded, mismatches, failures, dropped."""
-        return {name: {"state": r.state, "commanded": "on" if r.wanted else "off", "mismatches": r.mismatches,
+        return {name: {"state": r.state, "commanded": "on" if r.wanted else "off", "reachable": r.reachable,
+                       "mismatches": r.mismatches,
                        "failures": r.failures, "dropped": r.dropped, "error": r.last_error}
                 for name, r in self._net.items()}
 
