@@ -258,7 +258,7 @@ def test_the_post_processor_alerts_when_the_meter_goes_quiet(caplog: pytest.LogC
         pp.on_reading(reading(0, 1.0))
         pp.tick()
         assert pp.alerts is not None and not pp.alerts.active["quiet"]
-        assert wait_for(lambda: pp.tick() or pp.alerts is not None and pp.alerts.active["quiet"], 10)
+        assert wait_for(lambda: pp.tick() or (pp.alerts is not None and pp.alerts.active["quiet"]), 10)
         pp.on_reading(reading(5, 1.0))
         pp.tick()
         assert not pp.alerts.active["quiet"]
