@@ -1,6 +1,6 @@
 """TP-Link Tapo (and Kasa) plugs through python-kasa; the plug's auto-off is the dead-man timer.
 
-python-kasa is imported only when a `type = tapo` relay exists (`pip install python-kasa`).
+python-kasa (pinned in requirements.txt) is imported only when a `type = tapo` relay exists.
 Auto-off counts in whole minutes from the moment the plug switches on; re-sending ON does not
 restart it on every firmware, so keep `deadman` above the longest run you want unbroken: the
 read-back then finds the plug off and switches it on again (the rules win).
@@ -40,6 +40,8 @@ class TapoDriver:
         if self._dev is None:
             creds = self.kasa.Credentials(self.device.username, self.device.password)
             self._dev = await self.kasa.Discover.discover_single(self.device.host, credentials=creds)
+            if self._dev is None:
+                raise DeviceError(f"{self.device.host}: no Tapo/Kasa device answered")
         await self._dev.update()
         dev = self._dev
         return dev.children[self.device.channel] if dev.children else dev
