@@ -117,3 +117,12 @@ def test_power_round_trips_in_either_unit(watts: float, unit: str) -> None:
     sent = watts / 1000.0 if unit == "kW" else watts
     assert parse(json.dumps({"power": sent}).encode(), power_unit=unit)["power_w"] == pytest.approx(watts)
     assert parse(json.dumps({"power": sent, "unit": unit}).encode())["power_w"] == pytest.approx(watts)
+
+
+def test_a_value_that_overflows_when_scaled_is_dropped() -> None:
+    # found by hypothesis: power_kw 1.8e305 x 1000 is inf
+    with pytest.raises(PayloadError):
+        parse(b'{"power_kw": 1.797693134862316e+305}')
+    assert parse(b'{"power_kw": 1e306, "voltage": 230}') == {"voltage_v": 230.0}
+    with pytest.raises(PayloadError, match="out of range"):
+        parse(b"1e308", only="power_w", power_unit="kW")

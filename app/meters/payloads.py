@@ -138,11 +138,11 @@ def from_json(doc: Any, power_unit: str = "W", energy_unit: str = "kWh", paths: 
     for quantity, path in paths.items():
         v, unit = _value_and_unit(at_path(doc, path), None)
         if v is not None:
-            found[quantity] = v * scale_for(quantity, unit, power_unit, energy_unit)
+            _put(found, quantity, v * scale_for(quantity, unit, power_unit, energy_unit))
     if only is not None and isinstance(doc, dict) and only not in found and ("state" in doc or "value" in doc):
         v, unit = _value_and_unit(doc, None)
         if v is not None:
-            found[only] = v * scale_for(only, unit, power_unit, energy_unit)
+            _put(found, only, v * scale_for(only, unit, power_unit, energy_unit))
     objects = _objects(doc)
     for quantity, keys in KEYS.items():
         if quantity in found or quantity in paths:
@@ -164,12 +164,25 @@ def from_json(doc: Any, power_unit: str = "W", energy_unit: str = "kWh", paths: 
                             factor = scale_for(quantity, None, power_unit, energy_unit)
                         else:
                             raise
-                found[quantity] = v * factor
-                hit = True
+                hit = _put(found, quantity, v * factor)
                 break
             if hit:
                 break
     return found
+
+
+def _put(found: dict[str, float], quantity: str, value: float) -> bool:
+    """Keep a value only when it is still finite after scaling (1e305 kW is not a power)."""
+    if math.isfinite(value):
+        found[quantity] = value
+        return True
+    return False
+
+
+def _finite(quantity: str, value: float) -> dict[str, float]:
+    if not math.isfinite(value):
+        raise PayloadError(f"{quantity} out of range after scaling")
+    return {quantity: value}
 
 
 def parse(payload: bytes, only: str | None = None, power_unit: str = "W", energy_unit: str = "kWh",
@@ -194,7 +207,7 @@ def _parse(payload: bytes, only: str | None, power_unit: str, energy_unit: str,
     if plain is not None and text[0] not in "[{":
         if only is None:
             raise PayloadError("a plain number, but no quantity to give it to")
-        return {only: plain * scale_for(only, None, power_unit, energy_unit)}
+        return _finite(only, plain * scale_for(only, None, power_unit, energy_unit))
     try:
         doc = json.loads(text)
     except (ValueError, RecursionError):
@@ -204,7 +217,7 @@ def _parse(payload: bytes, only: str | None, power_unit: str, energy_unit: str,
         if v is None or only is None:
             raise PayloadError("a JSON value that is not a number" if v is None else
                                "a plain number, but no quantity to give it to")
-        return {only: v * scale_for(only, None, power_unit, energy_unit)}
+        return _finite(only, v * scale_for(only, None, power_unit, energy_unit))
     found = from_json(doc, power_unit, energy_unit, paths, only)
     if not found:
         raise PayloadError("no known quantity in it (power_kw, power, activePower, total_kwh, energy, "

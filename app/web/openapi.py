@@ -46,7 +46,9 @@ def _json(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
 
 def _errors(*codes: int) -> dict[str, Any]:
     text = {400: "bad parameter", 401: "missing or wrong bearer token", 403: "cross-origin request",
-            404: "not found", 503: "no reading yet, or the history store is not available"}
+            404: "not found", 409: "conflict: the P1 or a main-INI meter, an id taken, a relay needs it",
+            500: "the meter file could not be written",
+            503: "no reading yet, or the history store is not available"}
     return {str(c): _json(_ERROR, text[c]) for c in codes}
 
 
@@ -56,6 +58,23 @@ def _get(summary: str, schema: dict[str, Any], *codes: int, params: list[dict[st
     if params:
         op["parameters"] = params
     return {"get": op}
+
+
+_METER_BODY = {"type": "object", "required": ["name", "protocol"],
+               "properties": {"id": {"type": "string"}, "name": {"type": "string"}, "location": {"type": "string"},
+                              "protocol": {"enum": ["modbus", "mqtt", "http", "iec62056-21", "tapo"]},
+                              "meterType": {"enum": ["grid", "building", "solar", "zone"]},
+                              "pollInterval": {"type": "number", "description": "ms"},
+                              "offlineAfter": {"type": "number", "description": "ms"},
+                              "communication": {"type": "object", "description": "the protocol's keys in "
+                                                "camelCase (ipAddress, port, unitId, registers{...}, topics{...}, "
+                                                "url, headers{...}, authToken, ...)"}}}
+
+
+def _write(summary: str, ok: int) -> dict[str, Any]:
+    return {"summary": summary, "requestBody": {"required": True, "content": {"application/json": {
+        "schema": _METER_BODY}}}, "responses": {str(ok): _json(_wrapped({"type": "object"})),
+                                                **_errors(400, 401, 403, 404, 409, 500)}}
 
 
 def _q(name: str, schema: dict[str, Any], description: str = "") -> dict[str, Any]:
@@ -101,15 +120,20 @@ def openapi_document(token: bool) -> dict[str, Any]:
                                   _q("tariff", {"type": "string"}, "a [tariff:NAME] section")]),
             "/api/energy/smart-meter/capacity": _get("This month's capacity peak, 12-month mean, floor",
                                                      {"type": "object"}, 503),
-            "/api/energy-meters": _get("The meter registry", {
+            "/api/energy-meters": {"post": _write("Add a meter: saved as meters_dir/NAME.ini, started by main", 201),
+                                   **_get("The meter registry", {
                 "type": "object", "required": ["success", "data", "count"],
                 "properties": {"success": {"const": True}, "data": {"type": "array", "items": _METER},
-                               "count": {"type": "integer"}}}),
+                               "count": {"type": "integer"}}})},
             "/api/energy-meters/consumption/building": _get("The whole building", _wrapped({
                 "type": "object", "required": ["currentPower", "totalEnergy", "meterCount", "timestamp"],
                 "properties": {"currentPower": _NUM, "totalEnergy": _NUM, "meterCount": {"type": "integer"},
                                "timestamp": _TIME}}), 503),
-            "/api/energy-meters/{id}": {**_get("One meter", _wrapped(_METER), 404), "parameters": [_p("id")]},
+            "/api/energy-meters/{id}": {**_get("One meter", _wrapped(_METER), 404), "parameters": [_p("id")],
+                                        "put": _write("Replace a meter of meters_dir (main restarts with it)", 200),
+                                        "delete": {"summary": "Remove a meter of meters_dir (main stops it)",
+                                                   "responses": {"200": _json(_wrapped({"type": "object"})),
+                                                                 **_errors(401, 403, 404, 409)}}},
             "/api/energy-meters/{id}/reading": {**_get("One meter's latest reading", _wrapped({"type": "object"}),
                                                        404, 503), "parameters": [_p("id")]},
             "/api/relays": _get("Every relay: state, mode, reason, since, next allowed switch", {
