@@ -424,6 +424,7 @@ def test_sse_sends_one_event_per_reading_and_resumes_by_last_event_id(served: Se
     status, cur = served.get("/api/energy/smart-meter/current")
     assert events[-1][1] == cur  # the event is the `current` object
     # a reconnect that already saw seq 3 does not get it again: the first event is the next reading
+    wait_until(lambda: _subscribers(served) == 0)  # the first client is gone (else its count hides the new one)
     got.clear()
     t = threading.Thread(target=lambda: got.append(_sse_events(served, 1, headers="Last-Event-ID: 3\r\n")))
     t.start()

@@ -429,8 +429,10 @@ class _Sse:
             await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
             await put(b"retry: 3000\n\n")
             cur = state.current
-            if cur is not None and self.last_id != str(cur["seq"]):
+            seen = self.last_id  # the id the client has: a reading that arrived while subscribing comes once
+            if cur is not None and seen != str(cur["seq"]):
                 await put(_event(cur))
+                seen = str(cur["seq"])
             while not gone.is_set() and not self.web.stopping.is_set():
                 get = asyncio.ensure_future(self.sub.q.get())
                 stop = asyncio.ensure_future(gone.wait())
@@ -444,6 +446,9 @@ class _Sse:
                 event = get.result()
                 if event is None:  # too slow: dropped
                     break
+                if seen is not None and str(event.get("seq")) == seen:
+                    continue  # already sent as the current reading at connect
+                seen = None
                 await put(_event(event))
             if not gone.is_set():
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
