@@ -28,7 +28,7 @@ from app.framing.auto import make_framer
 from app.protocols.plausibility import PlausibilityGate
 from app.protocols.route import FrameDecoder
 from app.records import END, STOPPED, ReaderStatus, Reading
-from app.supervision import Heartbeat, main_watch
+from app.supervision import Heartbeat, main_watch, stop_check
 from app.transport.source import AUTO_CANDIDATES, ByteSource, ReplaySource, SerialSource, SourceError
 
 log = logging.getLogger("app.reader")
@@ -346,21 +346,7 @@ def run(cfg: Config, q: multiprocessing.Queue[Any], stop_event: Event, log_level
     log.info("reader process started (pid %d)", os.getpid())
     main_gone = main_watch()
     put = queue_putter(q)
-    last_check = [0.0]
-
-    def stop() -> bool:
-        if heartbeat is not None:
-            heartbeat.beat()
-        if stop_event.is_set():
-            return True
-        now = time.monotonic()
-        if now - last_check[0] > 0.5:
-            last_check[0] = now
-            if main_gone():
-                log.error("main process is gone; reader stops")
-                stop_event.set()
-                return True
-        return False
+    stop = stop_check(stop_event, heartbeat, "reader", log, main_gone)
 
     try:
         reader = Reader(cfg, put, stop)

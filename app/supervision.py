@@ -85,6 +85,29 @@ def main_watch() -> Callable[[], bool]:
     return lambda: os.getppid() != main_pid
 
 
+def stop_check(stop_event: Any, heartbeat: Heartbeat | None, who: str, logger: logging.Logger,
+               main_gone: Callable[[], bool]) -> Callable[[], bool]:
+    """A child's `stop()`: beats its heartbeat, says whether to stop (asked to, or main is gone: checked
+    at most every 0.5 s with `main_gone` from main_watch(), then logged and the stop event set)."""
+    last_check = [0.0]
+
+    def stop() -> bool:
+        if heartbeat is not None:
+            heartbeat.beat()
+        if stop_event.is_set():
+            return True
+        now = time.monotonic()
+        if now - last_check[0] > 0.5:
+            last_check[0] = now
+            if main_gone():
+                logger.error("main process is gone; %s stops", who)
+                stop_event.set()
+                return True
+        return False
+
+    return stop
+
+
 def no_beat() -> None:
     """Heartbeat stand-in for code run outside a supervised child (tests, tools)."""
 

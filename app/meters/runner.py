@@ -27,7 +27,7 @@ from app.meters import MeterSpec, kind
 from app.meters.sample import MeterError, Sample, to_reading
 from app.protocols.plausibility import DEFAULT_MAX_POWER_W, PlausibilityGate
 from app.records import STOPPED, MeterState, Reading
-from app.supervision import Heartbeat, main_watch
+from app.supervision import Heartbeat, main_watch, stop_check
 
 log = logging.getLogger("app.meters")
 
@@ -142,21 +142,7 @@ def run(spec: MeterSpec, q: multiprocessing.Queue[Any], stop_event: Event, log_l
     log.info("meter %s process started (pid %d, %s, role %s)", spec.name, os.getpid(), spec.protocol, spec.role)
     main_gone = main_watch()
     put = queue_putter(q)
-    last_check = [0.0]
-
-    def stop() -> bool:
-        if heartbeat is not None:
-            heartbeat.beat()
-        if stop_event.is_set():
-            return True
-        now = time.monotonic()
-        if now - last_check[0] > 0.5:
-            last_check[0] = now
-            if main_gone():
-                log.error("main process is gone; meter %s stops", spec.name)
-                stop_event.set()
-                return True
-        return False
+    stop = stop_check(stop_event, heartbeat, f"meter {spec.name}", log, main_gone)
 
     out = Output(spec, put, log_interval_s)
     try:
