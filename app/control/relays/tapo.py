@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from app.control.relays.net import DeviceError
@@ -19,15 +20,21 @@ from app.control.relays.settings import DeviceConfig
 class TapoDriver:
     """One Tapo plug (or one child socket of a strip: `channel` from 0)."""
 
-    def __init__(self, device: DeviceConfig) -> None:
+    def __init__(self, device: DeviceConfig, connect: Callable[[DeviceConfig], Awaitable[Any]] | None = None) -> None:
+        """`connect`: finds the plug (default: python-kasa's discovery at `host` with the credentials)."""
         try:
             import kasa
         except ImportError:
             raise DeviceError("type = tapo needs python-kasa: `pip install python-kasa` in the venv") from None
         self.kasa: Any = kasa
         self.device = device
+        self._connect = connect if connect is not None else self._discover
         self._loop = asyncio.new_event_loop()
         self._dev: Any = None
+
+    async def _discover(self, device: DeviceConfig) -> Any:
+        creds = self.kasa.Credentials(device.username, device.password)
+        return await self.kasa.Discover.discover_single(device.host, credentials=creds)
 
     def _run(self, coro: Any) -> Any:
         try:
@@ -38,8 +45,7 @@ class TapoDriver:
 
     async def _plug(self) -> Any:
         if self._dev is None:
-            creds = self.kasa.Credentials(self.device.username, self.device.password)
-            self._dev = await self.kasa.Discover.discover_single(self.device.host, credentials=creds)
+            self._dev = await self._connect(self.device)
             if self._dev is None:
                 raise DeviceError(f"{self.device.host}: no Tapo/Kasa device answered")
         await self._dev.update()
@@ -53,10 +59,8 @@ class TapoDriver:
             if auto is None:
                 raise DeviceError(f"{self.device.host}: no auto-off on this device (no dead-man timer)")
             minutes = max(1, math.ceil(deadman_s / 60))
-            if auto.delay != minutes:
-                await auto.set_delay(minutes)
-            if not auto.enabled:
-                await auto.set_enabled(True)
+            if auto.delay != minutes or not auto.enabled:  # one call: set_delay alone sends the old enable
+                await auto.call("set_auto_off_config", {"enable": True, "delay_min": minutes})
             await plug.turn_on()
         else:
             await plug.turn_off()
