@@ -8,7 +8,7 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -371,3 +371,90 @@ def test_digest_header_answers_a_shelly_challenge() -> None:
         assert not sim.authorized(bad, "GET", "/rpc/Switch.GetStatus?id=0")
     finally:
         sim.close()
+
+
+VISIBLE_INI = APPLIANCE_INI + """
+[mqtt]
+enabled = yes
+host = {mqtt_host}
+port = {mqtt_port}
+discovery = yes
+[history]
+enabled = no
+[web]
+enabled = yes
+host = 127.0.0.1
+port = {web_port}
+"""
+
+
+def test_mismatch_and_unknown_show_on_the_web_api_and_the_mqtt_relay_topics(
+        tmp_path: Path, shelly_sim: ShellySim, mosquitto: Broker) -> None:
+    """A button press and an unreachable Shelly are visible to the owner, not only in the log."""
+    import json
+    import urllib.request
+
+    from tests.test_mqtt import Collector
+    from tests.test_web_process import free_port
+
+    collector = Collector(mosquitto)
+    pty = Pty(tmp_path / "ttyP1")
+    web_port = free_port()
+    ini = tmp_path / "app.ini"
+    ini.write_text(VISIBLE_INI.format(source=pty.link, host=shelly_sim.host, password=PASSWORD,
+                                      mqtt_host=mosquitto.host, mqtt_port=mosquitto.port, web_port=web_port))
+    app = Appliance(ini)
+    sw = shelly_sim.switches[0]
+
+    def web_device() -> dict[str, object]:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{web_port}/api/relays", timeout=10) as resp:
+                relays = json.loads(resp.read())["relays"]
+        except OSError:
+            return {}
+        return next(r for r in relays if r["name"] == "boiler")["device"] or {}
+
+    def mqtt_last(suffix: str) -> str | None:
+        got = [m.payload for m in list(collector.msgs) if m.topic.endswith(suffix)]
+        return got[-1] if got else None
+
+    def mqtt_device() -> dict[str, object]:
+        reason = mqtt_last("/relay/boiler/reason")
+        return json.loads(reason).get("device", {}) if reason else {}
+
+    try:
+        app.wait_log(r"reading .*ttyP1", 30)
+        telegrams = iter(_telegrams(600))
+
+        def fed(check: Callable[[], object]) -> Callable[[], object]:
+            def step() -> object:
+                pty.write(next(telegrams))
+                return check()
+            return step
+
+        assert wait_for(fed(lambda: sw.state() and web_device().get("state") == "on"), 60, every_s=0.5), app.log()
+        assert web_device()["type"] == "shelly" and web_device()["mismatches"] == 0
+        assert wait_for(lambda: mqtt_last("/relay/boiler/device") == "ON", 30)
+        sw.set(False, None, "button")  # someone presses the button: the read-back sees it, the rules win
+        assert wait_for(fed(lambda: web_device().get("mismatches") == 1), 60, every_s=0.5), app.log()
+        assert web_device()["last_mismatch"] is not None
+        assert wait_for(lambda: mqtt_device().get("mismatches") == 1, 30), mqtt_last("/relay/boiler/reason")
+        assert mqtt_device()["last_mismatch"] is not None
+        assert wait_for(lambda: sw.state(), 30)
+        shelly_sim.stop()  # unreachable: the state is unknown
+        assert wait_for(fed(lambda: web_device().get("state") == "unknown"), 60, every_s=0.5), app.log()
+        assert web_device()["reachable"] is False and web_device()["error"]
+        assert wait_for(lambda: mqtt_last("/relay/boiler/device") == "UNKNOWN", 30)
+        assert mqtt_device()["state"] == "unknown" and PASSWORD not in str(mqtt_device())
+        # Home Assistant: the relay's reason sensor carries the reason JSON (device included) as attributes
+        disc = [m.payload for m in list(collector.msgs) if m.topic.endswith("_reason/config")]
+        assert disc and json.loads(disc[-1])["json_attributes_topic"].endswith("/relay/boiler/reason")
+        shelly_sim.start()
+        assert wait_for(fed(lambda: web_device().get("state") == "on"), 60, every_s=0.5), app.log()
+        assert wait_for(lambda: mqtt_last("/relay/boiler/device") == "ON", 30)
+        assert app.stop() == 0
+    finally:
+        app.kill()
+        pty.close()
+        collector.close()
+    assert PASSWORD not in app.log()

@@ -29,6 +29,7 @@ from app.control.override import (
     DEFERRED,
     SUPERSEDED,
     UNCHANGED,
+    DeviceView,
     OverrideResult,
     RelayView,
     override_wait,
@@ -76,7 +77,7 @@ class Controller:
         self._pending: dict[str, tuple[str, OverrideResult]] = {}  # name -> (mode, its deferred result)
         self._last: dict[str, SwitchEvent] = {}  # last switch per relay (for its reason)
         self.results: dict[str, OverrideResult] = {}  # last result per relay, for MQTT and the web API
-        self.revision = 0  # bumped whenever a relay's view (state, mode, reason, pending) changes
+        self._revision = 0  # bumped whenever a relay's view (state, mode, reason, pending) changes
         self._limited = RateLimited(log, 60.0)
         self._blocked: dict[str, str] = {}  # relay -> why it is held safe (a meter it needs is offline)
 
@@ -84,6 +85,11 @@ class Controller:
     def states(self) -> dict[str, bool]:
         """Current state per relay (True = on), in config order."""
         return self.policy.states
+
+    @property
+    def revision(self) -> int:
+        """Moves whenever a relay's view changes: state, mode, reason, pending, or its device's read-back."""
+        return self._revision + self.bank.device_changes()
 
     def devices(self) -> dict[str, dict[str, Any]]:
         """Network relays as read back from their devices (state on/off/unknown, mismatches, failures)."""
@@ -166,21 +172,25 @@ class Controller:
             result = self._decide(name, mode, now_monotonic, pending=True)
             if result.outcome != DEFERRED:
                 self.results[name] = result
-                self.revision += 1
+                self._revision += 1
                 events.extend(result.events)
         return events
 
     def view(self) -> dict[str, RelayView]:
         """Every relay's state, mode, last switch reason and pending command, in config order."""
         modes = self.policy.modes
+        devices = self.bank.devices()
         out = {}
         for name, state in self.policy.states.items():
+            d = devices.get(name)
             last = self._last.get(name)
             pending = self._pending.get(name)
             out[name] = RelayView(
                 name, state, modes[name], last.reason if last else "", last.at if last else None,
                 f"{pending[0]} {DEFERRED} until {pending[1].until:%H:%M:%S} ({pending[1].detail})"
                 if pending is not None and pending[1].until is not None else "",
+                None if d is None else DeviceView(d["type"], d["state"], d["mismatches"], d["last_mismatch"],
+                                                  d["error"]),
             )
         return out
 
@@ -189,7 +199,7 @@ class Controller:
         r = self._configs[name]
         old = self._pending.pop(name, None)
         if old is not None and not pending and old[0] != mode:
-            self.revision += 1
+            self._revision += 1
             self.results[name] = OverrideResult(name, old[0], SUPERSEDED, f"replaced by {mode}")
         state, current = self.policy.states[name], self.policy.modes[name]
         wait = override_wait(
@@ -210,12 +220,12 @@ class Controller:
                 until = until.astimezone(self.policy.tz)
             result = OverrideResult(name, mode, DEFERRED, why, until)
             self._pending[name] = (mode, result)
-            self.revision += 1
+            self._revision += 1
             self._limited.log(logging.INFO, f"defer {name}", "%s", result)
             return result
         events = self.policy.override(name, mode, _now())
         self._override_mono[name] = now
-        self.revision += 1
+        self._revision += 1
         if not events:
             held = " (relays held in the safe state until valid readings resume)" if self._stale else ""
             log.info("relay %s: mode %s%s", name, mode, held)
@@ -234,7 +244,7 @@ class Controller:
             for name in sorted(set(self._blocked) - set(new)):
                 log.info("relay %s back under its rules: the meters it needs are online", name)
             self._blocked = new
-            self.revision += 1
+            self._revision += 1
         events = self.policy.block(new, _now())
         self._apply(events, now_monotonic)
         return events
@@ -264,7 +274,7 @@ class Controller:
             when = f" at meter time {ev.at.isoformat(timespec='seconds')}" if meter_time else ""
             log.info("%s%s%s", ev, when, suffix)
         if events:
-            self.revision += 1
+            self._revision += 1
 
 
 def _now() -> datetime:

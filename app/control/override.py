@@ -43,6 +43,17 @@ class OverrideResult:
 
 
 @dataclass(frozen=True, slots=True)
+class DeviceView:
+    """A network relay's device as last read back (GPIO relays have none)."""
+
+    kind: str  # shelly | tasmota | tapo
+    state: str  # on | off | unknown (unreachable, or not read yet)
+    mismatches: int = 0  # times the device was found not as commanded (a button, its app, a restart)
+    last_mismatch: str | None = None  # ISO wall time of the last one
+    error: str = ""  # why it is unreachable (never a credential)
+
+
+@dataclass(frozen=True, slots=True)
 class RelayView:
     """One relay as the outside sees it: state, mode, last switch and a waiting command."""
 
@@ -52,6 +63,7 @@ class RelayView:
     reason: str  # of the last switch
     at: datetime | None  # of the last switch
     pending: str = ""  # e.g. "ON deferred until 12:00:05 (min_off 300 s)"
+    device: DeviceView | None = None  # network relays: the device's real state
 
 
 def override_wait(

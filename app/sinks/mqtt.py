@@ -495,7 +495,7 @@ class MqttSink(Sink):
             if name not in self.relay_names or (changed_only and self._published_views.get(name) == v):
                 continue
             msgs = relay_detail_messages(self._topics, name, v.mode, v.state, v.reason, v.at, v.pending,
-                                         self.cfg.state_qos)
+                                         self.cfg.state_qos, v.device)
             if all([self._send(m) for m in msgs]):
                 self._published_views[name] = v
 

@@ -5,7 +5,8 @@ The harmonized profile (one topic per quantity, the same for every meter):
     <prefix>/<meter id>/<group>/<name>   {"timestamp": <unix s>, "value": <number>}
     <prefix>/<meter id>/relay/<name>/state   ON | OFF            (retained)
     <prefix>/<meter id>/relay/<name>/mode    AUTO | ON | OFF     (retained)
-    <prefix>/<meter id>/relay/<name>/reason  JSON: reason, at, state, mode, pending (retained)
+    <prefix>/<meter id>/relay/<name>/reason  JSON: reason, at, state, mode, pending, device (retained)
+    <prefix>/<meter id>/relay/<name>/device  ON | OFF | UNKNOWN  network relays: the device read back (retained)
     <prefix>/<meter id>/relay/<name>/set     ON | OFF | AUTO     (commands, subscribed)
     <prefix>/<meter id>/status               online | offline    (retained, Last Will)
     <prefix>/<meter id>/availability         online | offline    (retained: the data is fresh / stale)
@@ -22,10 +23,13 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, tzinfo
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from app.obis import FIELDS, GAS_FIELD, HEAT_FIELD, WATER_FIELD
 from app.records import ReaderStatus, Reading
+
+if TYPE_CHECKING:
+    from app.control.override import DeviceView
 
 ONLINE = "online"
 OFFLINE = "offline"
@@ -194,6 +198,10 @@ class Topics:
         """Retained JSON: why one relay last switched, and any command waiting for its protection."""
         return f"{self.base}/relay/{name}/reason"
 
+    def relay_device(self, name: str) -> str:
+        """Retained ON/OFF/UNKNOWN: a network relay's device as read back."""
+        return f"{self.base}/relay/{name}/device"
+
     def relay_set(self, name: str) -> str:
         """Command topic of one relay."""
         return f"{self.base}/relay/{name}/set"
@@ -267,20 +275,26 @@ def availability_message(topics: Topics, fresh: bool, qos: int = 1) -> Message:
 
 def relay_detail_messages(
     topics: Topics, name: str, mode: str, state: bool, reason: str, at: datetime | None, pending: str,
-    qos: int = 1,
+    qos: int = 1, device: DeviceView | None = None,
 ) -> list[Message]:
-    """Retained mode and reason messages of one relay."""
-    body = {
+    """Retained mode and reason messages of one relay (and, for a network relay, its device's read-back)."""
+    body: dict[str, Any] = {
         "reason": reason[:REASON_MAX],
         "at": at.isoformat(timespec="seconds") if at is not None else None,
         "state": "ON" if state else "OFF",
         "mode": mode,
         "pending": pending[:REASON_MAX],
     }
-    return [
+    if device is not None:
+        body["device"] = {"type": device.kind, "state": device.state, "mismatches": device.mismatches,
+                          "last_mismatch": device.last_mismatch, "error": device.error[:REASON_MAX]}
+    msgs = [
         Message(topics.relay_mode(name), mode, qos, True),
         Message(topics.relay_reason(name), json.dumps(body), qos, True),
     ]
+    if device is not None:
+        msgs.append(Message(topics.relay_device(name), device.state.upper(), qos, True))
+    return msgs
 
 
 def parse_command(payload: bytes | str) -> str | None:

@@ -29,7 +29,14 @@ _RELAY = {"type": "object", "required": ["name", "state", "mode", "reason", "sin
                          "reason": {"type": ["string", "null"]}, "pending": {"type": ["string", "null"]},
                          "since": _TIME, "next_switch_allowed": _TIME,
                          "blocked_by": {"type": "array", "items": {"enum": [
-                             "manual", "min_on", "min_off", "settle", "max_switches", "hours"]}}}}
+                             "manual", "min_on", "min_off", "settle", "max_switches", "hours"]}},
+                         "device": {"type": ["object", "null"], "description": "network relays: the device as "
+                                    "read back (null for GPIO)", "properties": {
+                             "type": {"enum": ["shelly", "tasmota", "tapo"]},
+                             "state": {"enum": ["on", "off", "unknown"]}, "commanded": {"enum": ["on", "off"]},
+                             "reachable": {"type": ["boolean", "null"]}, "mismatches": {"type": "integer"},
+                             "last_mismatch": _TIME, "failures": {"type": "integer"},
+                             "dropped": {"type": "integer"}, "error": {"type": "string"}}}}}
 _CURRENT = {"type": "object", "required": ["seq", "timestamp", "meter_id", "fields", "power_w", "relays"],
             "properties": {"seq": {"type": "integer"}, "timestamp": {"type": "string"},
                            "received": {"type": "string"}, "meter_id": {"type": "string"},

@@ -5,6 +5,9 @@ Runs in the post-processor (it reads the policy's state); the result is plain JS
 (null: at the next reading) and `blocked_by` says what holds it until then: min_on, min_off,
 settle, max_switches, hours, or manual (an ON/OFF override holds it until AUTO); `pending` is a
 manual command waiting for the relay's protection ("ON deferred until 12:00:05 (min_off 300 s)").
+`device` (network relays only, else null) is the device as read back: type, state on/off/unknown,
+commanded, reachable, mismatches (found not as commanded, then switched back) and the last one's
+time, failed requests, dropped commands and the error that makes it unreachable.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ def relay_details(controller: Controller, view: dict[str, RelayView] | None = No
     now: datetime | None = policy._last_t
     last_switch: datetime | None = policy._last_switch
     settle = policy.control.settle
+    devices = controller.devices()
     out: list[dict[str, Any]] = []
     for r in policy._relays:
         cfg = r.cfg
@@ -61,6 +65,7 @@ def relay_details(controller: Controller, view: dict[str, RelayView] | None = No
             "pending": (v.pending or None) if v is not None else None,
             "next_switch_allowed": _iso(max(t for t, _w in later)) if later else None,
             "blocked_by": blocked,
+            "device": devices.get(cfg.name),
         })
     return out
 

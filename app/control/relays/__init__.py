@@ -206,11 +206,19 @@ class RelayBank:
         return dict(self._states)
 
     def devices(self) -> dict[str, dict[str, Any]]:
-        """Network relays as read back: state (on/off/unknown), commanded, mismatches, failures, dropped."""
-        return {name: {"state": r.state, "commanded": "on" if r.wanted else "off", "reachable": r.reachable,
-                       "mismatches": r.mismatches,
-                       "failures": r.failures, "dropped": r.dropped, "error": r.last_error}
-                for name, r in self._net.items()}
+        """Network relays as read back: type, state (on/off/unknown), commanded, reachable, mismatches (the device
+        found not as commanded on read-back, then switched back) and the last one's time, failures, dropped."""
+        out: dict[str, dict[str, Any]] = {}
+        for name, r in self._net.items():
+            out[name] = {"type": r.device.kind, "state": r.state, "commanded": "on" if r.wanted else "off",
+                         "reachable": r.reachable, "mismatches": r.mismatches,
+                         "last_mismatch": r.mismatch_at.isoformat(timespec="seconds") if r.mismatch_at else None,
+                         "failures": r.failures, "dropped": r.dropped, "error": r.last_error}
+        return out
+
+    def device_changes(self) -> int:
+        """A number that moves whenever a network relay's read-back state, reachability or mismatches change."""
+        return sum(r.changes for r in self._net.values())
 
     @property
     def closed(self) -> bool:

@@ -21,6 +21,7 @@ import logging
 import queue
 import threading
 import time
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Protocol
 
 from app.logutil import RateLimited
@@ -68,6 +69,8 @@ class NetRelay:
         self.refreshes = 0  # ONs re-sent to push the dead-man timer out
         self.last_error = ""
         self.reachable: bool | None = None
+        self.mismatch_at: datetime | None = None  # wall clock of the last mismatch seen on read-back
+        self.changes = 0  # bumped whenever state, reachability or the mismatch count changes (for views)
         self._limited = RateLimited(log, log_interval_s)
         self._closing = threading.Event()
         self.thread = threading.Thread(target=self._run, name=f"relay-{name}", daemon=True)
@@ -169,6 +172,8 @@ class NetRelay:
                 next_read = now + dev.refresh
                 if self._read() is not None and target is not None and self.actual != target and not dirty:
                     self.mismatches += 1
+                    self.mismatch_at = datetime.now(UTC)
+                    self.changes += 1
                     log.warning("relay %s: the device is %s but this appliance switched it %s (a button, its app, "
                                 "or a device restart); switching it %s again (the rules win: use the override "
                                 "to keep it %s by hand)", self.name, _word(self.actual), _word(target),
@@ -191,7 +196,7 @@ class NetRelay:
             self.sent = None
             return False
         self.sent = on
-        self.actual = on
+        self._actual(on)
         self._reached()
         return True
 
@@ -201,9 +206,14 @@ class NetRelay:
         except DeviceError as exc:
             self._failed(exc)
             return None
-        self.actual = state
+        self._actual(state)
         self._reached()
         return state
+
+    def _actual(self, state: bool) -> None:
+        if state != self.actual:
+            self.changes += 1
+        self.actual = state
 
     def _failed(self, exc: DeviceError) -> None:
         self.failures += 1
@@ -215,12 +225,16 @@ class NetRelay:
         else:
             self._limited.warning(self.name, "relay %s: %s still unreachable (%s, %d failures)", self.name,
                                   self.device.where, exc, self.failures)
+        if self.reachable is not False:
+            self.changes += 1
         self.reachable = False
 
     def _reached(self) -> None:
         if self.reachable is False:
             log.info("relay %s: %s reachable again (%d failed requests)", self.name, self.device.where,
                      self.failures)
+        if self.reachable is not True:
+            self.changes += 1
         self.reachable = True
         self.last_error = ""
 
