@@ -106,7 +106,7 @@ when = sink backlog > 5000
     ("when = meter offline for ever", "[alert:a] when = 'meter offline for ever': bad duration"),
     ("when = sink backlog 5", "[alert:a] when = 'sink backlog 5': expected 'sink backlog'"),
     ("when = the boiler is cold", "or one of: meter offline, relay mismatch, sink backlog, decrypt errors"),
-    ("when = mean(import, 5 min) > 3 kW", "mean() is not available in alerts"),
+    ("when = mean(import) > 3 kW", "expected 'mean(<quantity>, <duration>)'"),
     (f"when = import > 5 kW\nnotify = webhook\nurl = ftp://x:{TOKEN}@h/", "[alert:a] url = '<not shown>': expected"),
     (f"when = import > 5 kW\nurl = https://h/{TOKEN}", "url = '<not shown>': set, but notify has no webhook"),
 ])
@@ -115,6 +115,48 @@ def test_alert_config_errors_name_the_key_and_hide_the_url(section: str, message
         loads(f"[alert:a]\n{section}\n")
     assert message in str(err.value)
     assert TOKEN not in str(err.value)
+
+
+# ---------------------------------------------------------------- mean() in alert conditions
+
+
+def test_mean_alert_ignores_a_spike_and_fires_on_a_sustained_average() -> None:
+    alerts = Alerts((AlertConfig("avg", parse_trigger("mean(import, 5 min) > 3 kW"), ("log",), repeat=0.0),))
+    try:
+        t = 0.0
+        for kw in [1.0] * 300 + [6.0] * 60 + [1.0] * 60:  # one minute at 6 kW: the 5-min mean stays ~2 kW
+            alerts.on_reading(reading(t, kw))
+            t += 1.0
+            assert not alerts.active["avg"]
+        for _ in range(300):  # 3.5 kW for five minutes: the mean climbs over 3 kW
+            alerts.on_reading(reading(t, 3.5))
+            t += 1.0
+        assert alerts.active["avg"]
+        fired = alerts.notices[-1]
+        assert fired.state == FIRING and "mean(import, 5 min)" in fired.message and "> 3 kW" in fired.message
+    finally:
+        alerts.close()
+
+
+@given(st.lists(st.tuples(st.integers(1, 40), st.floats(0, 10, allow_nan=False)), min_size=1, max_size=60),
+       st.floats(0.5, 9.5), st.sampled_from([30.0, 60.0, 300.0]))
+def test_mean_alert_is_active_exactly_while_the_window_mean_is_over(
+        steps: list[tuple[int, float]], threshold_kw: float, window_s: float) -> None:
+    """Reference: the plain mean of the readings in (t - window, t], once the readings span the window."""
+    trigger = parse_trigger(f"mean(import, {window_s:g} s) > {threshold_kw} kW")
+    alerts = Alerts((AlertConfig("m", trigger, ("log",), repeat=0.0, resolve=False),))
+    try:
+        t = 0.0
+        seen: list[tuple[float, float]] = []
+        for dt, kw in steps:
+            t += dt
+            alerts.on_reading(reading(t, kw))
+            seen.append((t, kw * 1000.0))
+            inside = [w for at, w in seen if at > t - window_s]
+            covered = t - seen[0][0] >= window_s
+            assert alerts.active["m"] == (covered and sum(inside) / len(inside) > threshold_kw * 1000.0)
+    finally:
+        alerts.close()
 
 
 # ---------------------------------------------------------------- the state machine

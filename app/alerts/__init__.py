@@ -15,11 +15,13 @@ a dropped item; `decrypt errors` within HOLD_S of the reader's last decrypt erro
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 from app.alerts.notify import Notifier
 from app.alerts.rules import AlertState, Notice
 from app.alerts.settings import AlertConfig
+from app.control.conditions import MeanWindow
 from app.control.quantities import quantities
 
 if TYPE_CHECKING:
@@ -53,6 +55,9 @@ class Alerts:
         self.meter_id = ""
         self.device: dict[str, str] = {}
         self._names = tuple({a.when.condition.quantity for a in alerts if a.when.condition is not None})
+        self._means = {a.name: MeanWindow(a.when.condition.mean_window_s) for a in alerts
+                       if a.when.condition is not None and a.when.condition.mean_window_s is not None}
+        self._last_t: datetime | None = None
         self._counters: dict[str, tuple[int, float | None]] = {}  # counter -> (last value, when it last rose)
         self.notices: list[Notice] = []  # the last notices (bounded), for tests and the status
 
@@ -68,13 +73,21 @@ class Alerts:
             self.device = {"header": reading.header, "protocol": reading.protocol}
         if not self._names or reading.crc_ok is False:
             return
-        t = (reading.meter_time or reading.received).timestamp()
+        at = reading.meter_time or reading.received
+        t = at.timestamp()
+        if self._last_t is not None and at < self._last_t:  # the meter clock went back: means start again
+            for mean in self._means.values():
+                mean.reset()
+        self._last_t = at
         q = quantities(reading, self._names)
         for a in self.configs:
             cond = a.when.condition
             if cond is None:
                 continue
             value = q.get(cond.quantity)
+            window = self._means.get(a.name)
+            if window is not None:
+                value = window.update(at, value)
             true = value is not None and cond.test(value)
             self._emit(self.states[a.name].update(t, true, cond.describe(value, negated=not true)))
 

@@ -1,7 +1,7 @@
 """[alert:NAME] sections: when to tell the owner, and how.
 
     [alert:grid_peak]
-    when = import > 5 kW for 2 min   ; a relay condition (no mean()), or one of:
+    when = import > 5 kW for 2 min   ; a relay condition (mean(import, 5 min) > 4 kW too), or one of:
                                      ;   meter offline [for 5 min]  (default 60 s without a valid reading)
                                      ;   relay mismatch             (a network relay unreachable or toggled by hand)
                                      ;   sink backlog [> 5000]      (a sink queue above 1000 items, or dropping)
@@ -59,8 +59,6 @@ def parse_trigger(text: str) -> Trigger:
     src = " ".join(text.split())
     m = _SPECIAL_RE.match(src)
     if m is None:
-        if src.lower().startswith("mean"):
-            raise ValueError("mean() is not available in alerts (use a condition with 'for <duration>')")
         try:
             cond = parse_condition(src)
         except ValueError as exc:

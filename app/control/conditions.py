@@ -15,7 +15,9 @@ Durations are parsed here (not in app.config, which imports this module).
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 
 from app.control.quantities import COMBINED, METER_QUANTITIES
 from app.obis import FIELD_UNITS
@@ -237,3 +239,33 @@ def parse_condition(text: str) -> Condition:
         duration_text=duration_text,
         mean_text=mean_text,
     )
+
+
+@dataclass(slots=True)
+class MeanWindow:
+    """`mean(quantity, window)`: the plain mean of the readings' values in the last `window_s` of meter time.
+
+    None until the history since the start (or the last `reset`) covers the whole window; readings without
+    the quantity add nothing (the mean is over the samples there are)."""
+
+    window_s: float
+    samples: deque[tuple[datetime, float]] = field(default_factory=deque)
+    since: datetime | None = None  # first reading since start or the last reset
+
+    def reset(self) -> None:
+        """Forget every sample (a gap in meter time, a clock that went back)."""
+        self.samples.clear()
+        self.since = None
+
+    def update(self, t: datetime, value: float | None) -> float | None:
+        """Add this reading's value; the mean once the history covers the window, else None."""
+        if self.since is None:
+            self.since = t
+        if value is not None:
+            self.samples.append((t, value))
+        limit = t - timedelta(seconds=self.window_s)
+        while self.samples and self.samples[0][0] <= limit:
+            self.samples.popleft()
+        if not self.samples or (t - self.since).total_seconds() < self.window_s:
+            return None
+        return sum(v for _, v in self.samples) / len(self.samples)

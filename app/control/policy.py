@@ -42,7 +42,7 @@ from datetime import datetime, timedelta, tzinfo
 
 from app.config import ControlConfig, RelayConfig
 from app.control.capacity import CapacityConfig, Forecast, PeakShaver, meter_inputs
-from app.control.conditions import Condition
+from app.control.conditions import Condition, MeanWindow
 from app.control.daily import DailyRun
 from app.control.quantities import quantities
 from app.records import Reading
@@ -71,37 +71,11 @@ class SwitchEvent:
 
 
 @dataclass(slots=True)
-class _Mean:
-    """Samples of one quantity over the last `window_s` of meter time."""
-
-    window_s: float
-    samples: deque[tuple[datetime, float]] = field(default_factory=deque)
-    since: datetime | None = None  # first reading since start or the last gap
-
-    def reset(self) -> None:
-        self.samples.clear()
-        self.since = None
-
-    def update(self, t: datetime, value: float | None) -> float | None:
-        """Add this reading's value; the mean once the history covers the window, else None."""
-        if self.since is None:
-            self.since = t
-        if value is not None:
-            self.samples.append((t, value))
-        limit = t - timedelta(seconds=self.window_s)
-        while self.samples and self.samples[0][0] <= limit:
-            self.samples.popleft()
-        if not self.samples or (t - self.since).total_seconds() < self.window_s:
-            return None
-        return sum(v for _, v in self.samples) / len(self.samples)
-
-
-@dataclass(slots=True)
 class _Cond:
     """A condition and its run."""
 
     cond: Condition
-    mean: _Mean | None
+    mean: MeanWindow | None
     run: datetime | None = None
     value: float | None = None
     true: bool = False
@@ -148,7 +122,7 @@ class _Relay:
 
 
 def _cond(c: Condition) -> _Cond:
-    return _Cond(c, None if c.mean_window_s is None else _Mean(c.mean_window_s))
+    return _Cond(c, None if c.mean_window_s is None else MeanWindow(c.mean_window_s))
 
 
 def _since(t: datetime, then: datetime | None) -> float:
