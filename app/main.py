@@ -16,9 +16,9 @@ Exit codes: 0 clean stop or replay done, 1 a process died, 2 bad configuration o
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
 import multiprocessing
+import multiprocessing.connection
 import os
 import signal
 import sys
@@ -31,10 +31,9 @@ if __package__ in (None, ""):  # run as `python app/main.py`
 from app import __version__, logutil
 from app import config as config_mod
 from app.errors import ConfigError
-from app.supervision import CONTROL, METER, SERVICE, SOURCE, Child, Supervisor
+from app.supervision import CONTROL, SERVICE, SOURCE, Child, Supervisor
 
 log = logging.getLogger("app.main")
-METER_QUEUE = 64  # readings waiting from one [meter:NAME] process (live data: the oldest is dropped)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -204,29 +203,33 @@ def run(cfg: config_mod.Config, replay_relays: bool = False) -> int:
         from app.web.link import Channels
 
         web = Channels(ctx)  # live state to the web process, relay commands back (both bounded)
-    # [meter:NAME]: a queue and a reader process each (not in a replay: the capture is one meter's)
-    meters = () if replay else cfg.meters
-    meter_qs: dict[str, multiprocessing.Queue[Any]] = {m.name: ctx.Queue(maxsize=METER_QUEUE) for m in meters}
-    every_q = [q, *meter_qs.values()]
+    # [meter:NAME]: a reader process each, on a queue of its own (not in a replay: the capture is one meter's);
+    # with meters_dir, main starts, stops and restarts single meters while the rest runs (app.meters.fleet)
+    fleet = None
+    if cfg.meters or cfg.general.meters_dir:
+        from app.meters.fleet import SPARE_SLOTS, Fleet
+
+        if replay:
+            log.warning("replay: the %d [meter:NAME] meter(s) are not contacted (a replay reads only the capture); "
+                        "relay conditions that need them stay stale, so those relays stay in their safe state",
+                        len(cfg.meters))
+        else:
+            fleet = Fleet(ctx, cfg, stop_event, _meter, level, SPARE_SLOTS if cfg.general.meters_dir else 0)
+    meter_qs = fleet.queues if fleet is not None else []
+    control = fleet.control_r if fleet is not None else None
+    every_q = [q, *meter_qs]
     children = [
         Child("post-processor", CONTROL, _post_processor, (cfg, q, stop_event, reader_failed, level,
-                                                           simulate_relays, web, meter_qs), finishes=replay),
+                                                           simulate_relays, web, meter_qs, control), finishes=replay),
         Child("reader", SOURCE, _reader, ([x for x in every_q if x is not q], cfg, q, stop_event, level),
               finishes=replay),
     ]
     if web is not None:  # its death or hang stops the appliance like the others' (exit 1; systemd restarts)
         children.append(Child("web", SERVICE, _web, (every_q, cfg, web, stop_event, level), finishes=replay))
-    for m in meters:
-        mq = meter_qs[m.name]
-        m = m if m.max_power is not None else dataclasses.replace(m, max_power=cfg.meter.max_power)
-        children.append(Child(f"meter-{m.name}", METER, _meter, ([x for x in every_q if x is not mq], m, mq,
-                                                                 stop_event, level, cfg.general.log_interval)))
-    watch = None
-    if cfg.general.meters_dir and not replay:  # the web API's meter files: a change restarts with them
-        from app.web.meter_files import DirWatch
-
-        watch = DirWatch(cfg.general.meters_dir, lambda: config_mod.load(cfg.path))
-    sup = Supervisor(ctx, children, stop_event, reader_failed, reload_check=watch.changed if watch else None)
+    if fleet is not None:
+        children += fleet.initial_children()
+    sup = Supervisor(ctx, children, stop_event, reader_failed, each_round=fleet.round if fleet else None,
+                     meter_down=fleet.died if fleet else None)
 
     def on_signal(signum: int, _frame: Any) -> None:
         sup.request_stop(signal.Signals(signum).name)
@@ -237,12 +240,10 @@ def run(cfg: config_mod.Config, replay_relays: bool = False) -> int:
     logutil.settle_gc()  # before the fork: the children share these pages untouched
     sup.start()
     _close_queue_ends(q)  # main never reads or writes it: a child's EOF must not wait for main
-    # the [meter:NAME] queues stay open here: a meter process main restarts inherits its queue from main
-    code = sup.run()
-    if sup.reload_reason is not None and code == 0:
-        logging.shutdown()
-        os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])  # the same command, the new meters
-    return code
+    # the [meter:NAME] queues stay open here: a meter process main (re)starts inherits its queue from main
+    if fleet is not None:
+        fleet.owned_by_main()
+    return sup.run()
 
 
 def _close_queue_ends(q: multiprocessing.Queue[Any]) -> None:
@@ -269,12 +270,16 @@ def _web(foreign: list[multiprocessing.Queue[Any]], *args: Any) -> None:
     server.run(*args)
 
 
-def _meter(foreign: list[multiprocessing.Queue[Any]], *args: Any) -> None:
+def _meter(foreign: list[Any], *args: Any) -> None:
     """A [meter:NAME] process: imports only its meter kind (and that kind's I/O library)."""
     from app.meters import runner
 
-    for other in foreign:
-        _close_queue_ends(other)
+    for other in foreign:  # the other slots' queues, main's control pipe
+        if isinstance(other, multiprocessing.connection.Connection):
+            if not other.closed:
+                other.close()
+        else:
+            _close_queue_ends(other)
     runner.run(*args)
 
 

@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from datetime import date
+from multiprocessing.connection import Connection
 from multiprocessing.synchronize import Event
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
@@ -33,6 +34,7 @@ from app.supervision import TICK_EVERY_S, Heartbeat, main_watch, no_beat
 if TYPE_CHECKING:  # gpiozero is imported by the post-processor only when relays are configured
     from app.alerts import Alerts
     from app.control.controller import Controller, OverrideResult, SwitchEvent
+    from app.meters import MeterSpec
     from app.web.link import Channels, WebLink
 
 log = logging.getLogger("app.pipeline")
@@ -139,37 +141,49 @@ def build_sinks(cfg: Config, on_command: Callable[[str, str], object] | None) ->
     `meter`, the history keys by meter id."""
     relay_names = [r.name for r in cfg.relays]
     sinks: list[Sink] = []
-    extra = [m for m in cfg.meters if cfg.meter.replay_path is None]
+    live = cfg.meter.replay_path is None
+    extra = [m for m in cfg.meters if live]
+    per_meter = bool(extra) or (live and bool(cfg.general.meters_dir))  # meters may come while running
     if cfg.csv.enabled:
-        from dataclasses import replace
-
         from app.sinks.csv_sink import CsvSink
 
         main_csv: Sink = CsvSink(cfg.csv, ZoneInfo(cfg.meter.timezone), relay_names)
-        sinks.append(MeterOnly(main_csv, "") if extra else main_csv)
-        for m in extra:
-            sub = replace(cfg.csv, directory=os.path.join(cfg.csv.directory, m.name))
-            sinks.append(MeterOnly(CsvSink(sub, ZoneInfo(cfg.meter.timezone), []), m.name))
+        sinks.append(MeterOnly(main_csv, "") if per_meter else main_csv)
     if cfg.influxdb.enabled:
         from app.sinks.influx import InfluxSink
 
         sinks.append(InfluxSink(cfg.influxdb))
     if cfg.mqtt.enabled:
-        from dataclasses import replace
-
         from app.sinks.mqtt import MqttSink
 
         main_mqtt: Sink = MqttSink(cfg.mqtt, cfg.mqtt_translate, relay_names, on_command, __version__,
                                    stale_after=cfg.control.stale_after)
-        sinks.append(MeterOnly(main_mqtt, "") if extra else main_mqtt)
-        for m in extra:
-            own = replace(cfg.mqtt, client_id=f"{cfg.mqtt.client_id}-{m.name}"[:64] if cfg.mqtt.client_id else "")
-            off = replace(cfg.mqtt_translate, enabled=False)
-            sinks.append(MeterOnly(MqttSink(own, off, [], None, __version__, stale_after=m.offline_after), m.name))
+        sinks.append(MeterOnly(main_mqtt, "") if per_meter else main_mqtt)
     if cfg.history.enabled:
         from app.sinks.history import HistorySink
 
         sinks.append(HistorySink(cfg.history, ZoneInfo(cfg.meter.timezone), cfg.meter.replay_path is not None))
+    for m in extra:
+        sinks += meter_sinks(cfg, m)
+    return sinks
+
+
+def meter_sinks(cfg: Config, m: MeterSpec) -> list[Sink]:
+    """A [meter:NAME] meter's own CSV file set and MQTT topic tree (the other sinks key by meter)."""
+    from dataclasses import replace
+
+    sinks: list[Sink] = []
+    if cfg.csv.enabled:
+        from app.sinks.csv_sink import CsvSink
+
+        sub = replace(cfg.csv, directory=os.path.join(cfg.csv.directory, m.name))
+        sinks.append(MeterOnly(CsvSink(sub, ZoneInfo(cfg.meter.timezone), []), m.name))
+    if cfg.mqtt.enabled:
+        from app.sinks.mqtt import MqttSink
+
+        own = replace(cfg.mqtt, client_id=f"{cfg.mqtt.client_id}-{m.name}"[:64] if cfg.mqtt.client_id else "")
+        off = replace(cfg.mqtt_translate, enabled=False)
+        sinks.append(MeterOnly(MqttSink(own, off, [], None, __version__, stale_after=m.offline_after), m.name))
     return sinks
 
 
@@ -243,6 +257,7 @@ class PostProcessor:
         self._needs = {r.name: frozenset(c.quantity for c in (r.on_when, r.off_when) if c is not None)
                        for r in cfg.relays}
         self._multi = bool(cfg.meters) and self.live
+        self.retired: list[SinkWorker] = []  # a removed meter's sinks, finishing what they hold
         self._seen_meters: set[str] = set()
         self._last_stats = time.monotonic()
         self._closed = False
@@ -307,10 +322,26 @@ class PostProcessor:
         return self.controller.states if self.controller is not None else {}  # a fresh dict
 
     def start(self) -> None:
-        """Relays to their safe state."""
+        """Relays to their safe state (in a replay, for good those that need a [meter:NAME] meter)."""
         if self.controller is not None:
             self._broadcast(self.controller.start(), "start")
+            if not self.live and self.cfg.meters:  # a replay reads the capture only: no other meter is contacted
+                held = {relay: "replay: meter " + ", ".join(sorted(missing)) + " is not read in a replay"
+                        for relay, missing in self._replay_missing().items()}
+                self._broadcast(self.controller.block(held, time.monotonic()), "replay")
             self._relay_detail()
+
+    def _replay_missing(self) -> dict[str, set[str]]:
+        """relay -> the [meter:NAME] meters its conditions need."""
+        from app.control.quantities import depends_on
+
+        out = {}
+        for relay, quantities in self._needs.items():
+            missing = {m for q in quantities for m in depends_on(q, self.board.roles, self.board.main)
+                       if m != self.board.main}
+            if missing:
+                out[relay] = missing
+        return out
 
     def _broadcast(self, events: list[SwitchEvent], reason: str) -> None:
         if not events:
@@ -333,6 +364,8 @@ class PostProcessor:
     def on_reading(self, reading: Reading) -> None:
         """Control first, then hand the reading to every sink."""
         if reading.meter:  # a [meter:NAME] meter: its quantities wait for the next decision
+            if reading.meter not in self.board.roles:  # a meter just removed: its last readings go nowhere
+                return
             self.board.update(reading, time.monotonic())
             states = self.states
             for w in self.workers:
@@ -385,6 +418,45 @@ class PostProcessor:
         elif item is END or item == STOPPED:
             return item
         return _NOTHING
+
+    def on_control(self, msg: tuple[Any, ...]) -> None:
+        """A message from main's meter fleet (app.meters.fleet): the meter set changed, or a meter's process
+        stopped or died (its status changes now, and the relays that need it go safe)."""
+        now = time.monotonic()
+        if msg[0] == "meters":
+            self.set_meters(msg[1], now)
+        elif msg[0] == "down":
+            _kind, name, status, reason, at = msg
+            self.board.down(name, status, reason, at)
+        if self._multi:
+            self._check_meters(now)
+
+    def set_meters(self, specs: tuple[MeterSpec, ...], now: float) -> None:
+        """The [meter:NAME] meters now: the board, each meter's own sinks, the web's registry."""
+        from dataclasses import replace
+
+        old = {m.name for m in self.cfg.meters}
+        new = {m.name for m in specs}
+        self.cfg = replace(self.cfg, meters=tuple(specs))
+        self.board.set_meters({m.name: (m.role, m.offline_after) for m in specs}, now)
+        self._multi = bool(specs) and self.live
+        keep: list[SinkWorker] = []
+        for w in self.workers:
+            meter = getattr(w.sink, "meter", "")
+            if meter and meter not in new:
+                w.request_close()
+                self.retired.append(w)
+            else:
+                keep.append(w)
+        for m in specs:
+            if m.name not in old:
+                keep += [SinkWorker(s, SINK_QUEUE, log_interval_s=self.cfg.general.log_interval, beat=self.beat)
+                         for s in meter_sinks(self.cfg, m)]
+        self.workers = keep
+        self._seen_meters -= old - new
+        if self.web is not None:
+            self.web.publish(("meters", tuple(specs)))
+        log.info("meters now: %s", ", ".join(sorted(new)) or "none besides [meter]")
 
     def _first_telegram(self, reading: Reading) -> None:
         """INFO as soon as data arrives: `first telegram from meter X (protocol, profile, interval)`,
@@ -531,7 +603,7 @@ class PostProcessor:
         for w in self.workers:  # all sinks flush in parallel, each in its own thread
             w.request_close()
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
-        for w in self.workers:
+        for w in [*self.workers, *self.retired]:
             while deadline is None and w.thread.is_alive():  # however long it takes, still ticking
                 self.beat()
                 w.thread.join(TICK_EVERY_S)
@@ -553,8 +625,10 @@ class PostProcessor:
 
 def run(cfg: Config, q: multiprocessing.Queue[Any], stop_event: Event, reader_failed: Event,
         log_level: str, simulate_relays: bool = False, web: Channels | None = None,
-        meter_queues: dict[str, multiprocessing.Queue[Any]] | None = None, heartbeat: Heartbeat | None = None) -> None:
-    """Entry point of the post-processor process (`meter_queues`: one per [meter:NAME] process)."""
+        meter_queues: list[multiprocessing.Queue[Any]] | None = None, control: Connection | None = None,
+        heartbeat: Heartbeat | None = None) -> None:
+    """Entry point of the post-processor process (`meter_queues`: the [meter:NAME] processes' queues, one each;
+    `control`: main's meter fleet tells of meters added, changed, removed, stopped or dead)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # main coordinates shutdown
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     logutil.setup(log_level)
@@ -562,8 +636,8 @@ def run(cfg: Config, q: multiprocessing.Queue[Any], stop_event: Event, reader_fa
     # Never hold the queue's write end here: a writer killed mid-message must give this process
     # EOF, not a read that waits forever for the rest (main and the reader close theirs too).
     getattr(q, "_writer").close()  # noqa: B009 (private: multiprocessing offers no public way)
-    meters = dict(meter_queues or {})
-    for mq in meters.values():
+    meters = list(meter_queues or [])
+    for mq in meters:
         getattr(mq, "_writer").close()  # noqa: B009 (the same for each meter's queue)
     main_gone = main_watch()
     beat = heartbeat.beat if heartbeat is not None else no_beat  # first beat in the loop (start-up grace)
@@ -588,6 +662,8 @@ def run(cfg: Config, q: multiprocessing.Queue[Any], stop_event: Event, reader_fa
             beat()
             if meters:
                 _take_meters(meters, pp)
+            if control is not None and not _take_control(control, pp):
+                control = None  # main is gone: noticed below
             try:
                 item = q.get(timeout=0.05 if meters else 0.2)
             except queue_mod.Empty:
@@ -637,23 +713,33 @@ def run(cfg: Config, q: multiprocessing.Queue[Any], stop_event: Event, reader_fa
     raise SystemExit(code)
 
 
-def _take_meters(meters: dict[str, multiprocessing.Queue[Any]], pp: PostProcessor) -> None:
-    """What the [meter:NAME] processes sent (a few items each, never waiting); a meter whose process
-    is gone (its queue closed) is dropped from the round: it goes offline on the board."""
-    for name, mq in list(meters.items()):
+def _take_meters(meters: list[multiprocessing.Queue[Any]], pp: PostProcessor) -> None:
+    """What the [meter:NAME] processes sent (a few items each, never waiting); a queue that broke is dropped
+    from the round (its meter goes offline on the board). A meter's STOPPED mark only ends its process:
+    main may start that meter again on the same queue."""
+    for mq in list(meters):
         for _ in range(16):
             try:
                 item = mq.get_nowait()
             except queue_mod.Empty:
                 break
-            except (EOFError, OSError):
-                log.error("meter %s: its process is gone (queue closed); it stays offline", name)
-                del meters[name]
+            except (EOFError, OSError):  # main holds every write end: only main's end closes them all
+                log.debug("a meter queue closed (main is gone: noticed in the loop)")
+                meters.remove(mq)
                 break
             if item == STOPPED:
-                del meters[name]
                 break
             pp.dispatch(item)
+
+
+def _take_control(control: Connection, pp: PostProcessor) -> bool:
+    """Main's meter fleet messages (never waiting); False when the pipe closed."""
+    try:
+        while control.poll():
+            pp.on_control(control.recv())
+    except (EOFError, OSError):
+        return False
+    return True
 
 
 def _stop_reason(main_gone: Callable[[], bool], reason: str, code: int) -> tuple[str, int]:

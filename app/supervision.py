@@ -13,7 +13,9 @@ means for the relays:
     METER    a [meter:NAME] reader: death or hang -> main kills it, logs it and starts it again after
              a backoff (RESTART_FIRST_S doubling to RESTART_MAX_S; back to the first after a process
              that lived RESTART_RESET_S); the rest go on meanwhile (the post-processor sees the meter
-             go offline, and the relays that need it go safe).
+             go offline, and the relays that need it go safe). main's meter fleet (app.meters.fleet) also
+             starts, stops (`retiring`: its end is no failure) and restarts single METER children while
+             the rest runs, through `each_round`, `add` and `remove`; `meter_down` tells it of a death.
     SERVICE  anything else (a web process): death or hang -> stop everything; exit 1.
 
 Timings: children tick at least every 0.5 s; main checks four times a second; a child counts as
@@ -128,6 +130,7 @@ class Child:
     restarts: int = 0  # METER: restarts in a row (reset after a process that lived RESTART_RESET_S)
     restarts_total: int = 0  # METER: every restart since main started
     restart_at: float | None = None  # METER: when the next restart is due
+    retiring: bool = False  # METER: asked to stop alone (settings changed, removed): its end is no failure
 
     @property
     def proc(self) -> ForkProcess:
@@ -187,10 +190,11 @@ class Supervisor:
     """Starts the children, watches their deaths and heartbeats, and decides the exit code."""
 
     def __init__(self, ctx: ForkContext, children: list[Child], stop_event: Any, source_failed: Any,
-                 notifier: Notifier | None = None, reload_check: Callable[[], str | None] | None = None) -> None:
+                 notifier: Notifier | None = None, each_round: Callable[[Supervisor, float], None] | None = None,
+                 meter_down: Callable[[Child, str, float], None] | None = None) -> None:
         self.ctx = ctx
-        self.reload_check = reload_check  # each round: a reason to stop and start again (meters_dir changed)
-        self.reload_reason: str | None = None
+        self.each_round = each_round  # main's meter fleet: start, stop, restart single METER children
+        self.meter_down = meter_down  # a METER child died or hung: (child, what, seconds to its restart)
         self.children = children
         self.stop_event = stop_event
         self.source_failed = source_failed  # tells the CONTROL child to put relays safe
@@ -213,10 +217,22 @@ class Supervisor:
         c.ended = False
         c.restart_at = None
 
+    def add(self, c: Child) -> None:
+        """Start one more child while running (a meter added through meters_dir)."""
+        self.children.append(c)
+        self._spawn(c)
+
+    def remove(self, c: Child) -> None:
+        """Forget a child that has ended (a meter removed or replaced)."""
+        if c.process is not None:
+            c.process.join(0.1)
+        self.children.remove(c)
+        self._unhealthy.discard(c.name)
+
     def _restart_due(self, now: float) -> None:
         """Start again each METER child whose backoff has passed."""
         for c in self.children:
-            if c.ended and c.restart_at is not None and now >= c.restart_at:
+            if c.ended and not c.retiring and c.restart_at is not None and now >= c.restart_at:
                 c.proc.join(0.1)  # reap the old one
                 self._spawn(c)
                 log.warning("%s restarted (restart %d in a row, %d since the start)", c.name, c.restarts,
@@ -246,18 +262,17 @@ class Supervisor:
             if self.stopping:
                 log.info("%s: stopping", self.stopping[0])
                 return 0
-            if self.reload_check is not None and (why := self.reload_check()) is not None:
-                self.reload_reason = why
-                log.info("meters_dir: %s; restarting with the new meters", why)
-                self.stop_event.set()
-                return 0
             now = time.monotonic()
+            if self.each_round is not None:
+                self.each_round(self, now)
             self._restart_due(now)
             alive = {c.name: c.proc.is_alive() for c in self.children}  # once per round
             for c in self.children:
                 if c.ended or alive[c.name]:
                     continue
                 c.ended = True
+                if c.retiring:  # stopped on its own (main's fleet asked it): not a failure
+                    continue
                 if c.finishes and c.proc.exitcode == 0:
                     if c.role == CONTROL:  # a replay's post-processor ends after END: all written
                         self._reap_finished()
@@ -319,6 +334,8 @@ class Supervisor:
             c.restart_at = now + delay
             log.error("%s %s; its meter is offline until restart %d in %g s (%d in a row), the other meters go on",
                       c.name, what, c.restarts_total, delay, c.restarts)
+            if self.meter_down is not None:
+                self.meter_down(c, what, delay)
             return None
         if c.role == SOURCE:
             log.error("%s %s; relays to safe state, stopping", c.name, what)

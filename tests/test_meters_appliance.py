@@ -136,3 +136,52 @@ def test_every_presets_values_come_out_of_the_whole_appliance(tmp_path: Path) ->
         row = dict(zip(lines[0].split(","), lines[1].split(","), strict=True))
         for column, value in expected.items():
             assert abs(float(row[column]) - value) <= 0.06, (name, column, row[column])
+
+
+def test_a_replay_contacts_no_other_meter_and_holds_the_relays_that_need_one_safe(tmp_path: Path) -> None:
+    """--replay with [meter:NAME] sections: no meter process starts (nothing is contacted), the relays whose
+    conditions need such a meter stay in their safe state for the whole replay (said once), the others follow
+    the capture."""
+    from tests.conftest import FIXTURES
+
+    ini = tmp_path / "replay.ini"
+    ini.write_text(f"""
+[meter]
+source = /dev/null
+protocol = dsmr
+[site]
+grid_capacity = 9.2 kW
+[meter:pv]
+role = solar
+protocol = modbus
+source = tcp://127.0.0.1:1
+preset = sdm630
+[control]
+settle = 0 s
+[relay:boiler]
+pin = GPIO17
+on_when = voltage_l1 > 100 V
+[relay:charger]
+pin = GPIO27
+on_when = available > 1 kW
+[csv]
+enabled = yes
+directory = {tmp_path / 'csv'}
+interval = 0
+""")
+    app = Appliance(ini, "--replay", str(FIXTURES / "dsmr" / "iskra_am550-stream_dsmr5.0_1.txt"),
+                    "--replay-speed", "0")
+    try:
+        code = app.proc.wait(timeout=60)
+    finally:
+        app.kill()
+    log = app.log()
+    assert code == 0, log
+    assert "meter pv process started" not in log
+    assert log.count("replay: the 1 [meter:NAME] meter(s) are not contacted") == 1
+    assert log.count("relay charger held in its safe state: replay: meter pv is not read in a replay") == 1
+    assert "relay boiler -> on (voltage_l1" in log
+    assert "relay charger -> on" not in log
+    rows = csv_rows(tmp_path / "csv")
+    assert len(rows) == 5 and not (tmp_path / "csv" / "pv").exists()
+    assert "Traceback" not in log

@@ -7,6 +7,7 @@ import configparser
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -124,55 +125,168 @@ def test_secrets_masked_and_no_token_no_writes(served_dir: tuple[Served, Path], 
         plain.close()
 
 
-def test_main_starts_and_stops_meters_from_meters_dir(tmp_path: Path) -> None:
+def _two_unit_sim() -> Any:
+    """pymodbus's server answering unit 1 (PV -5 kW) and unit 2 (-3 kW): a PUT to unit_id 2 shows in the values."""
+    from pymodbus.datastore import ModbusDeviceContext, ModbusSequentialDataBlock, ModbusServerContext
+
+    from tests.test_modbus import ModbusSim, spec_for
+
+    sim = ModbusSim()
+    second = ModbusDeviceContext(hr=ModbusSequentialDataBlock(0, [0] * 0x10000),
+                                 ir=ModbusSequentialDataBlock(0, [0] * 0x10000))
+    sim.context = ModbusServerContext(devices={1: sim.device, 2: second}, single=False)
+    sim.start()
+    regs = spec_for(f"protocol = modbus\nsource = tcp://127.0.0.1:{sim.port}\npreset = sdm630\n").settings.registers
+    sim.set(regs, {"power_w": -5000.0, "voltage_v": 231.0})
+    one = sim.device
+    sim.device = second
+    sim.set(regs, {"power_w": -3000.0, "voltage_v": 232.0})
+    sim.device = one
+    return sim
+
+
+def test_put_restarts_that_meter_only_and_the_p1_path_and_relays_go_on(tmp_path: Path) -> None:
+    """POST starts one meter, PUT restarts only it (new pid, new unit id's values) while the P1 reader's and the
+    post-processor's pids stay and a P1 relay never leaves ON; the meter is offline at once while it restarts
+    (offline_after is an hour) and a relay that needs it goes safe; a killed meter is `error` at once; a bad
+    file is refused with the INI's message while the others go on; DELETE stops only that meter."""
+    import os
+    import re
+    import signal
     import threading
-    from http.server import ThreadingHTTPServer
+    from datetime import datetime
 
-    from tests.appliance import Appliance, csv_rows, wait_for
-    from tests.test_http_meter import _Handler
+    from app.simulator import BRUSSELS, SimulatedMeter
+    from tests.appliance import Appliance, Pty, csv_rows, process_alive, wait_for
+    from tests.test_web_process import call as call_as
+    from tests.test_web_process import free_port
 
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    httpd.daemon_threads = True
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    def call(port: int, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        return call_as(port, method, path, body, token=TOKEN)
+
+    sim = _two_unit_sim()
     d = tmp_path / "meters.d"
     d.mkdir()
+    pty = Pty(tmp_path / "ttyUSB0")
+    port = free_port()
     ini = tmp_path / "main.ini"
     ini.write_text(f"""
 [general]
 meters_dir = {d}
 [meter]
-source = {tmp_path / 'no-p1'}
+source = {tmp_path / 'ttyUSB0'}
 protocol = dsmr
+[control]
+settle = 0 s
+stale_after = 1 h
+[relay:boiler]
+pin = GPIO17
+on_when = voltage_l1 > 100 V
+[relay:charger]
+pin = GPIO27
+on_when = pv.power < -1000 W
 [csv]
 enabled = yes
 directory = {tmp_path / 'csv'}
 interval = 0
 flush_interval = 200 ms
+[web]
+enabled = yes
+host = 127.0.0.1
+port = {port}
+token = {TOKEN}
 """)
+    # the charger's condition names pv, so pv's file (as POST writes it) is there before the start
+    pv = {"name": "pv", "protocol": "modbus", "meterType": "solar", "pollInterval": 200, "offlineAfter": 3600000,
+          "communication": {"source": f"tcp://127.0.0.1:{sim.port}", "unitId": 1, "preset": "sdm630",
+                            "timeout": "500 ms"}}
+    from app.web.meter_files import write_file
+
+    write_file(str(d), *_as_file(pv))
+    stop = threading.Event()
+    meter = SimulatedMeter(datetime(2026, 6, 21, 12, tzinfo=BRUSSELS), step_s=1.0, seed=2)
+
+    def feed() -> None:
+        while not stop.is_set():
+            try:
+                pty.write(meter.next())
+            except OSError:
+                return
+            time.sleep(0.25)
+
     app = Appliance(ini)
+    feeder = threading.Thread(target=feed, daemon=True)
     try:
-        app.wait_log(r"smartmeter .* starting")
-        body = {"name": "sub", "protocol": "http", "pollInterval": 300,
-                "communication": {"url": f"http://127.0.0.1:{httpd.server_address[1]}/wago"}}
-        from app.web.meter_files import ini_text, write_file
-        ident, items = section_items(body)
-        write_file(str(d), ident, ini_text(ident, items))  # what POST /api/energy-meters does
-        app.wait_log(r"meters_dir: added sub; restarting with the new meters")
-        app.wait_log(r"meter sub process started")
+        app.wait_log(r"reading .*ttyUSB0")
+        feeder.start()
+        reader_pid, pp_pid = app.pid_of("reader"), app.pid_of("post-processor")
+        app.wait_log(r"relay boiler -> on")
+        app.wait_log(r"relay charger -> on \(pv.power")
+        pv_pid = int(app.wait_log(r"meter pv process started \(pid (\d+),").group(1))
+        # POST: one more meter starts, nothing else restarts
+        sub = {"name": "sub", "protocol": "modbus", "meterType": "zone", "pollInterval": 200,
+               "offlineAfter": 3600000,
+               "communication": {"source": f"tcp://127.0.0.1:{sim.port}", "unitId": 2, "preset": "sdm630"}}
+        assert wait_for(lambda: call(port, "GET", "/api/energy-meters")[0] == 200, 30)
+        status, body = call(port, "POST", "/api/energy-meters", sub)
+        assert status == 201, body
+        app.wait_log(r"meters_dir: sub added; its process starts")
+        sub_pid = int(app.wait_log(r"meter sub process started \(pid (\d+),").group(1))
         assert wait_for(lambda: len(csv_rows(tmp_path / "csv" / "sub")) >= 1, 30), app.log()
+        assert wait_for(lambda: any(m["id"] == "sub" and m["status"] == "online"
+                                    for m in call(port, "GET", "/api/energy-meters")[1]["data"]), 30)
+        # PUT: pv to unit 2 -> only pv's process restarts, offline at once, the charger safe, then on again
+        status, body = call(port, "PUT", "/api/energy-meters/pv",
+                            {**pv, "communication": {**pv["communication"], "unitId": 2}})
+        assert status == 200, body
+        app.wait_log(r"meters_dir: pv changed; its process restarts with the new settings")
+        app.wait_log(r"meter pv: online -> offline \(restarting: its settings changed\)")
+        app.wait_log(r"relay charger -> off \(stale: meter pv offline\)")
+        new_pv = int(app.wait_log(r"meter pv process started[\s\S]*meter pv process started \(pid (\d+),").group(1))
+        assert new_pv != pv_pid and wait_for(lambda: not process_alive(pv_pid), 10)
+        app.wait_log(r"relay charger -> off \(stale: meter pv offline\)[\s\S]*relay charger -> on", 30)
+        assert wait_for(lambda: (call(port, "GET", "/api/energy-meters/pv/reading")[1] or {}).get("data", {})
+                        .get("currentPower") == -3.0, 30), app.log()  # unit 2's value
+        # killed: error at once (offline_after is an hour), restarted by main
+        os.kill(new_pv, signal.SIGKILL)
+        app.wait_log(r"meter pv: online -> error \(its process exited \(code -9\); restarting in 1 s\)")
+        app.wait_log(r"meter-pv restarted \(restart 1 in a row")
+        # a bad file: the INI's message, the others go on
         (d / "bad.ini").write_text("[meter:bad]\nprotocol = http\n")
-        app.wait_log(r"changed, not applied \(the running meters go on\): \[meter:bad\] url: missing")
+        app.wait_log(r"meters_dir: \S*bad.ini not applied; the other meters go on: \[meter:bad\] url: missing")
+        rows = len(csv_rows(tmp_path / "csv" / "sub"))
+        assert wait_for(lambda: len(csv_rows(tmp_path / "csv" / "sub")) > rows + 2, 30), app.log()
         (d / "bad.ini").unlink()
-        (d / "sub.ini").unlink()  # what DELETE does
-        app.wait_log(r"meters_dir: removed sub; restarting")
-        n = app.log().count("meter sub process started")
-        app.wait_log(r"smartmeter .* starting[\s\S]*smartmeter .* starting[\s\S]*smartmeter .* starting")
+        # DELETE: sub stops and stays stopped; pv and P1 go on
+        status, body = call(port, "DELETE", "/api/energy-meters/sub")
+        assert status == 200, body
+        app.wait_log(r"meters_dir: sub removed; its process stops")
+        assert wait_for(lambda: not process_alive(sub_pid), 15)
+        assert wait_for(lambda: [m["id"] for m in call(port, "GET", "/api/energy-meters")[1]["data"]]
+                        == ["grid", "pv"], 30)
+        status, body = call(port, "DELETE", "/api/energy-meters/pv")
+        assert status == 409 and "needs meter 'pv'" in body["error"]
         time.sleep(1.0)
-        assert app.log().count("meter sub process started") == n  # not started again
+        log = app.log()
+        assert log.count("meter sub process started") == 1
+        assert log.count("reader process started") == 1 and log.count("post-processor process started") == 1
+        assert log.count("smartmeter 0") == 1  # main never restarted itself
+        assert process_alive(reader_pid) and process_alive(pp_pid)
+        after_on = log[log.index("relay boiler -> on"):]
+        assert not re.search(r"relay boiler -> off", after_on), log  # the P1 relay never left ON
         assert app.proc.poll() is None
+        stop.set()
         assert app.stop() == 0
     finally:
+        stop.set()
         app.kill()
-        httpd.shutdown()
-        httpd.server_close()
+        pty.close()
+        sim.stop()
     assert "Traceback" not in app.log()
+
+
+def _as_file(body: dict[str, Any]) -> tuple[str, str]:
+    from app.web.meter_files import ini_text
+
+    ident, items = section_items(body)
+    return ident, ini_text(ident, items)

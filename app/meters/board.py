@@ -2,8 +2,10 @@
 relay conditions may use (pure: times are arguments).
 
     online   a reading within offline_after (the [meter] meter: [control] stale_after)
-    offline  no reading for offline_after (or never one since the start)
-    error    the meter's process says its last attempt failed (with the reason)
+    offline  no reading for offline_after (or never one since the start), or main stopped its process
+             (settings changed, removed) -- at once, not after offline_after
+    error    the meter's process says its last attempt failed (with the reason), or main saw the process
+             die or hang -- at once; a reading from the process main starts again ends either
 """
 
 from __future__ import annotations
@@ -47,6 +49,26 @@ class Board:
         self.status: dict[str, str] = dict.fromkeys(self.roles, OFFLINE)
         self.reasons: dict[str, str] = dict.fromkeys(self.roles, "no reading yet")
         self.started = now
+        self.downs: dict[str, tuple[str, str, float]] = {}  # name -> (status, reason, wall time) from main
+
+    def set_meters(self, meters: Mapping[str, tuple[str, float]], now: float) -> None:
+        """The [meter:NAME] meters now (main added, changed or removed some while running)."""
+        for name in [n for n in self.roles if n != self.main and n not in meters]:
+            for d in (self.roles, self.offline_s, self.latest, self.seen, self.errors, self.status, self.reasons,
+                      self.downs):
+                d.pop(name, None)
+        for name, (role, offline_s) in meters.items():
+            if name not in self.roles:
+                self.status[name] = OFFLINE
+                self.reasons[name] = "no reading yet"
+            self.roles[name] = role
+            self.offline_s[name] = offline_s
+
+    def down(self, name: str, status: str, reason: str, at: float) -> None:
+        """Main stopped (status offline) or saw die (error) the meter's process at wall time `at`: not online
+        from now until a reading taken after `at` arrives."""
+        if name in self.roles and name != self.main:
+            self.downs[name] = (status, reason, at)
 
     def name_of(self, reading: Reading) -> str:
         """The meter a reading belongs to ("" is the [meter] meter)."""
@@ -57,6 +79,11 @@ class Board:
         name = self.name_of(reading)
         if name not in self.roles:
             return
+        down = self.downs.get(name)
+        if down is not None:
+            if reading.received.timestamp() <= down[2]:
+                return  # the old process's last reading, still on its queue
+            del self.downs[name]
         self.latest[name] = meter_quantities(reading)
         self.seen[name] = now
         self.errors.pop(name, None)
@@ -71,13 +98,15 @@ class Board:
     def online(self, name: str, now: float) -> bool:
         """Whether a reading came within offline_after."""
         seen = self.seen.get(name)
-        return seen is not None and now - seen <= self.offline_s[name]
+        return seen is not None and now - seen <= self.offline_s[name] and name not in self.downs
 
     def check(self, now: float) -> list[Change]:
         """Recompute every status; the changes."""
         changes = []
         for name in self.roles:
-            if name in self.errors:
+            if name in self.downs:
+                new, reason = self.downs[name][0], self.downs[name][1]
+            elif name in self.errors:
                 new, reason = ERROR, self.errors[name]
                 if self.online(name, now):
                     reason += " (last reading still fresh)"

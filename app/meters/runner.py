@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
 from multiprocessing.synchronize import Event
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from app import logutil
 from app.meters import MeterSpec, kind
@@ -28,6 +28,9 @@ from app.meters.sample import MeterError, Sample, to_reading
 from app.protocols.plausibility import DEFAULT_MAX_POWER_W, PlausibilityGate
 from app.records import STOPPED, MeterState, Reading
 from app.supervision import Heartbeat, main_watch, stop_check
+
+if TYPE_CHECKING:
+    from app.meters.fleet import MeterStop
 
 log = logging.getLogger("app.meters")
 
@@ -133,7 +136,7 @@ def queue_putter(q: multiprocessing.Queue[Any]) -> Callable[[Any, bool], bool]:
     return put
 
 
-def run(spec: MeterSpec, q: multiprocessing.Queue[Any], stop_event: Event, log_level: str,
+def run(spec: MeterSpec, q: multiprocessing.Queue[Any], stop_event: Event | MeterStop, log_level: str,
         log_interval_s: float, heartbeat: Heartbeat | None = None) -> None:
     """Entry point of a [meter:NAME] process."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # main coordinates shutdown

@@ -11,6 +11,7 @@ Messages on `live` are plain tuples (pickled by the queue's feeder thread, off t
     ("outcome", request_id, {"outcome", "detail", "until"}, [relay detail, ...])   one command's result
     ("meter", NAME, Reading)                a [meter:NAME] meter's reading
     ("meter_status", NAME, status, reason)  a [meter:NAME] meter went online / offline / error
+    ("meters", (MeterSpec, ...))            the [meter:NAME] meters now (main changed them from meters_dir)
 
 Only this module and app/web/relays.py are imported by the post-processor (no web library).
 """

@@ -185,75 +185,21 @@ def remove_file(directory: str, ident: str) -> bool:
 
 def read_dir(directory: str) -> list[tuple[str, dict[str, str], str]]:
     """Every meters_dir/NAME.ini as (NAME, keys, file); ConfigError naming the file for a bad one."""
-    out: list[tuple[str, dict[str, str], str]] = []
     if not directory or not os.path.isdir(directory):
-        return out
-    for path in sorted(Path(directory).glob("*.ini")):
-        parser = configparser.ConfigParser(interpolation=None, inline_comment_prefixes=(";", "#"))
-        try:
-            parser.read(path)
-        except configparser.Error as exc:
-            raise ConfigError(f"{path}: not an INI file ({type(exc).__name__})", "") from None
-        sections = parser.sections()
-        want = f"meter:{path.stem}"
-        if sections != [want]:
-            raise ConfigError(f"{path}: must hold exactly one section, [{want}] (found "
-                              f"{', '.join(f'[{s}]' for s in sections) or 'none'})", "")
-        out.append((path.stem, dict(parser[want]), str(path)))
-    return out
+        return []
+    return [(path.stem, read_dir_file(path), str(path)) for path in sorted(Path(directory).glob("*.ini"))]
 
 
-class DirWatch:
-    """main's look at meters_dir every `every_s`: a reason to reload when its NAME.ini files changed and the
-    whole config still loads (a bad file is logged once and not applied)."""
-
-    def __init__(self, directory: str, load: Any, every_s: float = 2.0, clock: Any = None) -> None:
-        import logging
-        import time
-
-        self.directory = directory
-        self.load = load  # () -> Config; raises ConfigError
-        self.every_s = every_s
-        self.clock = clock or time.monotonic
-        self.log = logging.getLogger("app.main")
-        self.seen = self._snapshot()
-        self._refused: dict[str, tuple[int, int]] | None = None
-        self._next = self.clock() + every_s
-
-    def _snapshot(self) -> dict[str, tuple[int, int]]:
-        try:
-            entries = list(os.scandir(self.directory))
-        except OSError:
-            return {}
-        out = {}
-        for e in entries:
-            if e.name.endswith(".ini") and not e.name.startswith("."):
-                try:
-                    st = e.stat()
-                except OSError:
-                    continue
-                out[e.name[:-4]] = (st.st_mtime_ns, st.st_size)
-        return out
-
-    def changed(self) -> str | None:
-        """None, or what changed ("added pv; changed heat; removed plug") when the new config is good."""
-        now = self.clock()
-        if now < self._next:
-            return None
-        self._next = now + self.every_s
-        snap = self._snapshot()
-        if snap == self.seen or snap == self._refused:
-            return None
-        try:
-            self.load()
-        except ConfigError as exc:
-            self._refused = snap
-            self.log.error("%s changed, not applied (the running meters go on): %s", self.directory, exc)
-            return None
-        added = sorted(set(snap) - set(self.seen))
-        removed = sorted(set(self.seen) - set(snap))
-        changed = sorted(k for k in set(snap) & set(self.seen) if snap[k] != self.seen[k])
-        parts = [f"{what} {', '.join(names)}" for what, names in (("added", added), ("changed", changed),
-                                                                 ("removed", removed)) if names]
-        self.seen = snap
-        return "; ".join(parts) or "files touched"
+def read_dir_file(path: Path) -> dict[str, str]:
+    """One meters_dir/NAME.ini's [meter:NAME] keys; ConfigError naming the file for a bad one."""
+    parser = configparser.ConfigParser(interpolation=None, inline_comment_prefixes=(";", "#"))
+    try:
+        parser.read(path)
+    except configparser.Error as exc:
+        raise ConfigError(f"{path}: not an INI file ({type(exc).__name__})", "") from None
+    sections = parser.sections()
+    want = f"meter:{path.stem}"
+    if sections != [want]:
+        raise ConfigError(f"{path}: must hold exactly one section, [{want}] (found "
+                          f"{', '.join(f'[{s}]' for s in sections) or 'none'})", "")
+    return dict(parser[want])

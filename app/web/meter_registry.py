@@ -1,13 +1,14 @@
 """POST/PUT/DELETE /api/energy-meters: validate like the INI, write or remove meters_dir/NAME.ini.
 
-main watches meters_dir and starts, restarts or stops that meter's process (app.main); the files stay the
-one source of truth. Refused with a reason: no token set ([web] token; 403), no `[general] meters_dir` (409),
+main watches meters_dir and starts, restarts or stops that meter's process only (app.meters.fleet); the files
+stay the one source of truth. Refused with a reason: no token set ([web] token; 403), no `[general] meters_dir` (409),
 the `[meter]` (P1) meter or a meter of the main INI (409: edit the file), a meter a relay's condition needs
 (409 on delete), a bad body (400, the message a bad INI gets).
 """
 
 from __future__ import annotations
 
+import configparser
 import os
 from typing import Any
 
@@ -27,10 +28,22 @@ def _dir(cfg: Config) -> str:
 
 
 def _from_main_ini(cfg: Config, meter_id: str) -> bool:
-    """A [meter:NAME] written in the main config file (not in meters_dir)."""
+    """A [meter:NAME] written in the main config file (not in meters_dir; those come and go while running)."""
     in_dir = os.path.exists(meter_files.path_of(cfg.general.meters_dir, meter_id)) if cfg.general.meters_dir \
         else False
-    return any(m.name == meter_id for m in cfg.meters) and not in_dir
+    return any(m.name == meter_id for m in cfg.meters) and not in_dir and meter_id in _main_ini_meters(cfg)
+
+
+def _main_ini_meters(cfg: Config) -> set[str]:
+    """The [meter:NAME] sections of the main config file itself."""
+    parser = configparser.ConfigParser(interpolation=None, inline_comment_prefixes=(";", "#"))
+    try:
+        parser.read(cfg.path, encoding="utf-8")
+    except (configparser.Error, OSError, UnicodeDecodeError):
+        return {m.name for m in cfg.meters}  # it loaded at the start: count every meter as the file's
+    if not parser.sections():  # a config built in memory (tests, the demo): every meter is the file's
+        return {m.name for m in cfg.meters}
+    return {s.split(":", 1)[1].strip() for s in parser.sections() if s.startswith("meter:")}
 
 
 def _shown(items: dict[str, str]) -> dict[str, str]:
@@ -54,7 +67,7 @@ def write(cfg: Config, body: Any, meter_id: str | None) -> dict[str, Any]:
     if meter_id is None:
         if ident == cfg.meter.name:
             raise ApiError(409, f"{ident!r} is the [meter] meter's name; choose another name")
-        if any(m.name == ident for m in cfg.meters) or meter_files.path_of(directory, ident).exists():
+        if ident in _main_ini_meters(cfg) or meter_files.path_of(directory, ident).exists():
             raise ApiError(409, f"a meter {ident!r} exists already (PUT /api/energy-meters/{ident} changes it)")
     try:
         path = meter_files.write_file(directory, ident, meter_files.ini_text(ident, items))

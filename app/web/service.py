@@ -229,7 +229,7 @@ class Service:
 
     def meters(self) -> list[dict[str, Any]]:
         """The meter registry: the [meter] meter, then every [meter:NAME] one with its own status."""
-        return [self._meter(), *(self._other(m) for m in self.cfg.meters)]
+        return [self._meter(), *(self._other(m) for m in self.state.meter_specs)]
 
     def meter(self, meter_id: str) -> dict[str, Any]:
         """One meter by id (its name, or the [meter] meter's own serial); 404 otherwise."""

@@ -71,6 +71,7 @@ class LiveState:
         # [meter:NAME] -> {"reading": Reading | None, "status": online|offline|error, "reason": str}
         self.meters: dict[str, dict[str, Any]] = {
             m.name: {"reading": None, "status": "offline", "reason": "no reading yet"} for m in cfg.meters}
+        self.meter_specs: tuple[Any, ...] = cfg.meters  # the [meter:NAME] meters now (meters_dir changes them)
         self.subscribers: set[Subscriber] = set()
         self.live_dropped = 0  # slow live clients dropped
         self.pending: dict[int, asyncio.Future[tuple[dict[str, Any], list[dict[str, Any]]]]] = {}
@@ -87,6 +88,12 @@ class LiveState:
             self.status, self.counters = msg[1], msg[2]
         elif kind == "relays":
             self.relays = msg[1]
+        elif kind == "meters":
+            self.meter_specs = tuple(msg[1])
+            names = {m.name for m in self.meter_specs}
+            self.meters = {n: v for n, v in self.meters.items() if n in names}
+            for n in names - set(self.meters):
+                self.meters[n] = {"reading": None, "status": "offline", "reason": "no reading yet"}
         elif kind == "meter" and msg[1] in self.meters:
             self.meters[msg[1]]["reading"] = msg[2]
         elif kind == "meter_status" and msg[1] in self.meters:
