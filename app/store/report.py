@@ -161,5 +161,5 @@ def run_import_cli(cfg: Config, paths: list[str]) -> int:
     rate = st.readings / st.seconds if st.seconds > 0 else 0.0
     print(f"imported {st.readings} readings from {st.files} files into {cfg.history.path}: {st.quarters} "
           f"quarters in {st.seconds:.1f} s ({rate:,.0f} readings/s); {st.rejected} frames rejected, "
-          f"{st.no_time} without meter time skipped")
+          f"{st.no_time} without meter time skipped, {st.implausible} implausible readings not stored")
     return 0 if st.readings else 1
