@@ -115,11 +115,13 @@ class TapoPoller:
             raise MeterError(f"plug at {self.s.host}: {type(exc).__name__}: {str(exc)[:160]}") from None
 
     async def _poll(self) -> Sample:
+        new = self.dev is None
         if self.dev is None:
             self.dev = await self.connect(self.s)
+        await self.dev.update()  # a Kasa (IOT) device knows its model only after its first update
+        if new:
             log.info("plug at %s: %s %s", self.s.host, getattr(self.dev, "model", "?"),
                      getattr(self.dev, "alias", "") or "")
-        await self.dev.update()
         energy = self.dev.modules.get(self._energy)
         if energy is None:
             raise MeterError(f"the device at {self.s.host} ({getattr(self.dev, 'model', '?')}) has no energy "
