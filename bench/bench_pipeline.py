@@ -346,16 +346,20 @@ class LatencyResult:
     problem: str = ""
 
 
-def bench_latency(tmp: Path, count: int, rate_hz: float = 10.0, warmup: int = 10) -> LatencyResult:
-    """`count` telegrams at `rate_hz` into a pty; trace time minus the write time of the last byte."""
+def bench_latency(tmp: Path, count: int, rate_hz: float = 10.0, warmup: int = 10, extra: str = "",
+                  ready: tuple[str, ...] = ()) -> LatencyResult:
+    """`count` telegrams at `rate_hz` into a pty; trace time minus the write time of the last byte.
+    `extra`: more INI sections (e.g. [meter:NAME] meters, bench_meters_latency); `ready`: log lines to await."""
     pty = Pty()
     trace = tmp / "latency.trace"
-    ini = write_ini(tmp / "latency.ini", pty.path, tmp / "latency-csv", csv_flush="1 s")
+    ini = write_ini(tmp / "latency.ini", pty.path, tmp / "latency-csv", csv_flush="1 s", extra=extra)
     load_before = load()
     app = Appliance(ini, env={"SMARTMETER_TRACE": str(trace)})
     written: dict[int, int] = {}
     try:
         app.wait_log(r"reading " + re.escape(pty.path))
+        for pattern in ready:
+            app.wait_log(pattern, 60)
         meter = SimulatedMeter(NOON, step_s=1.0, seed=3)
         telegrams = list(meter.telegrams(warmup + count))
         period_ns = int(1e9 / rate_hz)

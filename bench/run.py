@@ -17,7 +17,7 @@ BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH.parent))
 
 MODULES = ["bench_dsmr", "bench_dlms", "bench_decode", "bench_pipeline", "bench_influx", "bench_tariffs",
-           "bench_history", "bench_web", "bench_dashboard", "bench_meters", "bench_capacity"]
+           "bench_history", "bench_web", "bench_dashboard", "bench_meters", "bench_meters_latency", "bench_capacity"]
 
 
 FINDINGS = BENCH / "FINDINGS.md"  # what profiling found; appended to every RESULTS.md
