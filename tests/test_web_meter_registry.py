@@ -164,6 +164,10 @@ def test_put_restarts_that_meter_only_and_the_p1_path_and_relays_go_on(tmp_path:
     def call(port: int, method: str, path: str, body: Any = None) -> tuple[int, Any]:
         return call_as(port, method, path, body, token=TOKEN)
 
+    def listed() -> list[dict[str, Any]]:
+        data: list[dict[str, Any]] = (call(port, "GET", "/api/energy-meters")[1] or {}).get("data", [])
+        return data
+
     sim = _two_unit_sim()
     d = tmp_path / "meters.d"
     d.mkdir()
@@ -233,8 +237,7 @@ token = {TOKEN}
         app.wait_log(r"meters_dir: sub added; its process starts")
         sub_pid = int(app.wait_log(r"meter sub process started \(pid (\d+),").group(1))
         assert wait_for(lambda: len(csv_rows(tmp_path / "csv" / "sub")) >= 1, 30), app.log()
-        assert wait_for(lambda: any(m["id"] == "sub" and m["status"] == "online"
-                                    for m in call(port, "GET", "/api/energy-meters")[1]["data"]), 30)
+        assert wait_for(lambda: any(m["id"] == "sub" and m["status"] == "online" for m in listed()), 30)
         # PUT: pv to unit 2 -> only pv's process restarts, offline at once, the charger safe, then on again
         status, body = call(port, "PUT", "/api/energy-meters/pv",
                             {**pv, "communication": {**pv["communication"], "unitId": 2}})
@@ -262,8 +265,7 @@ token = {TOKEN}
         assert status == 200, body
         app.wait_log(r"meters_dir: sub removed; its process stops")
         assert wait_for(lambda: not process_alive(sub_pid), 15)
-        assert wait_for(lambda: [m["id"] for m in call(port, "GET", "/api/energy-meters")[1]["data"]]
-                        == ["grid", "pv"], 30)
+        assert wait_for(lambda: [m["id"] for m in listed()] == ["grid", "pv"], 30)
         status, body = call(port, "DELETE", "/api/energy-meters/pv")
         assert status == 409 and "needs meter 'pv'" in body["error"]
         time.sleep(1.0)
