@@ -86,6 +86,11 @@ def test_only_the_changed_meters_are_touched(setup: tuple[Fleet, StubSupervisor,
     (d / "plug.ini").unlink()
     fleet.scan(sup)
     assert [m[0] for m in _messages(fleet)] == ["meters", "down"] and "plug" not in fleet.specs
+    _meter(d, "plug", url="http://127.0.0.1:9/again")  # back before its old process has ended
+    fleet.scan(sup)
+    assert sup.added == ["meter-plug", "meter-heat"] and "plug" in fleet.pending  # never two at once
+    fleet.round(sup, 0.0)
+    assert sup.added[-1] == "meter-plug" and [c.name for c in sup.children].count("meter-plug") == 1
 
 
 def test_a_bad_file_is_refused_alone_and_a_running_meter_keeps_its_settings(

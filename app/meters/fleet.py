@@ -271,7 +271,10 @@ class Fleet:
             self.pending[name] = new[name]
         for name in added:
             log.info("meters_dir: %s added; its process starts", name)
-            self._start(sup, new[name])
+            if name in self.retiring:  # removed a moment ago: the new one starts once the old has ended
+                self.pending[name] = new[name]
+            else:
+                self._start(sup, new[name])
 
 
 def _snapshot(directory: str) -> dict[str, tuple[int, int]]:
