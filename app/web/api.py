@@ -256,7 +256,7 @@ class Web:
         return await self._write_meter(request, None)
 
     async def update_meter(self, request: Request) -> Response:
-        """PUT /api/energy-meters/{id}: rewrite that meter's file (main restarts it)."""
+        """PUT /api/energy-meters/{id}: rewrite that meter's file (main restarts that meter's process only)."""
         return await self._write_meter(request, request.path_params["meter_id"])
 
     async def _write_meter(self, request: Request, meter_id: str | None) -> Response:

@@ -137,7 +137,7 @@ def openapi_document(token: bool) -> dict[str, Any]:
                 "properties": {"currentPower": _NUM, "totalEnergy": _NUM, "meterCount": {"type": "integer"},
                                "timestamp": _TIME}}), 503),
             "/api/energy-meters/{id}": {**_get("One meter", _wrapped(_METER), 404), "parameters": [_p("id")],
-                                        "put": _write("Replace a meter of meters_dir (main restarts with it)", 200),
+                                        "put": _write("Replace a meter of meters_dir (only it restarts)", 200),
                                         "delete": {"summary": "Remove a meter of meters_dir (main stops it)",
                                                    "responses": {"200": _json(_wrapped({"type": "object"})),
                                                                  **_errors(401, 403, 404, 409)}}},
