@@ -285,7 +285,8 @@ class PostProcessor:
         devices = self.controller.devices() if self.controller is not None else {}
         return {"readings": self.readings, "gaps": self.gaps, "sink_dropped": sum(w.dropped for w in self.workers),
                 "relay_mismatches": sum(d["mismatches"] for d in devices.values()),
-                "relay_failures": sum(d["failures"] for d in devices.values())}
+                "relay_failures": sum(d["failures"] for d in devices.values()),
+                "demand_disagreements": self.controller.demand_disagreements if self.controller is not None else 0}
 
     def command(self, name: str, mode: str) -> Future[OverrideResult]:
         """A manual ON / OFF / AUTO for one relay, from any thread (MQTT, web API).

@@ -22,8 +22,11 @@ class House:
     """Base load (kW, a function of local time) plus the loads (kW) of the relays that are on."""
 
     def __init__(self, policy: Policy, loads: dict[str, float], base_kw: Callable[[datetime], float],
-                 start: datetime, kwh: float = 1000.0, register: int | None = None) -> None:
+                 start: datetime, kwh: float = 1000.0, register: int | None = None,
+                 demand: Callable[[datetime, float], float | None] | None = None) -> None:
+        """`demand`: the meter's 1-0:1.4.0 from (time, the exact quarter import so far / 15 min), None: not sent."""
         self.policy = policy
+        self.demand = demand
         self.loads = loads
         self.base_kw = base_kw
         self.t = start
@@ -57,8 +60,12 @@ class House:
         kw = self.base_kw(self.t) + self.load_kw()
         self.seq += 1
         values = {} if self.register is None else {"0-0:96.14.0": Value(self.register, None)}
-        r = Reading(self.seq, "dsmr", "HOUSE", "/HOUSE", self.t, self.t.astimezone(UTC), values,
-                    {"total_consumption": round(self.kwh, 6), "actual_total_consumption": round(kw, 6)})
+        fields = {"total_consumption": round(self.kwh, 6), "actual_total_consumption": round(kw, 6)}
+        if self.demand is not None:
+            sent = self.demand(self.t, self.quarters[quarter_start(self.t.astimezone(TZ))] * 4)
+            if sent is not None:
+                fields["current_average_demand"] = sent
+        r = Reading(self.seq, "dsmr", "HOUSE", "/HOUSE", self.t, self.t.astimezone(UTC), values, fields)
         events = self.policy.step(r)
         self.events.extend(events)
         if self.policy.forecast is not None:

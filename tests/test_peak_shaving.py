@@ -225,3 +225,40 @@ def test_the_controller_logs_a_shed_with_its_forecast_and_shows_it_as_the_relay_
         assert factory.pin(22).state is False
     finally:
         ctl.close()
+
+
+def test_a_persistent_disagreement_with_the_meters_own_average_is_logged_counted_and_the_meter_wins(
+        caplog: pytest.LogCaptureFixture) -> None:
+    from gpiozero.pins.mock import MockFactory
+
+    from app.control.capacity import DISAGREE_S
+    from app.control.controller import Controller
+    from app.records import Reading
+
+    ctl = Controller(ControlConfig(settle=0.0, stale_after=60.0), (replace(relay("ev", 3), pin="GPIO22"),),
+                     pin_factory=MockFactory(), tz=TZ, capacity=CAP)
+    caplog.set_level("INFO", logger="app.control")
+    try:
+        ctl.start(0.0)
+        kwh, so_far = 10.0, 0.0
+        for i in range(240):  # 17:00:00 .. 17:03:59, 0.4 kW; the meter says 1 kW more from 17:01:00 on
+            t = START + timedelta(seconds=i)
+            demand = so_far / 0.25 + (1.0 if i >= 60 else 0.0)
+            ctl.on_reading(Reading(i, "dsmr", "T", "/T", t, t.astimezone(TZ), {},
+                                   {"total_consumption": kwh, "actual_total_consumption": 0.4,
+                                    "current_average_demand": round(demand, 3)}), float(i))
+            fc = ctl.policy.forecast
+            assert fc is not None
+            if i < 60 + DISAGREE_S:  # agreeing (the meter's figure), then a disagreement not yet persistent
+                assert fc.source == ("meter" if i < 60 else "counters"), i
+                assert fc.forecast_kw == pytest.approx(0.4, abs=0.01)
+            else:  # persistent: the billed figure wins
+                assert fc.source == "meter" and fc.forecast_kw == pytest.approx(1.4, abs=0.01)
+            kwh += 0.4 / 3600
+            so_far += 0.4 / 3600
+        assert ctl.demand_disagreements == 1
+        warnings = [r.getMessage() for r in caplog.records if "1-0:1.4.0" in r.getMessage()]
+        assert len(warnings) == 1, warnings  # once per episode, rate-limited
+        assert "disagreed by more than 0.107 kW for 60 s" in warnings[0] and "using the meter's" in warnings[0]
+    finally:
+        ctl.close()

@@ -11,7 +11,17 @@ Every reading gives the import energy counter (`total_consumption`, 1-0:1.8.x) a
 The cap is `target`, or this month's peak where `follow_peak` and it is higher (seeded from the history
 store, then the highest quarter seen and the meter's own 1-0:1.6.0 of this month; reset at the local
 month start). Shed above `cap - margin`; the forecast *fits* below `cap - 2 x margin`.
-The meter's 1-0:1.4.0 (the quarter's average so far, where sent) is kept beside it as a cross-check.
+The meter's 1-0:1.4.0 (the quarter's average so far, where sent: the quarter's import so far / 15 min, as
+Fluvius meters compute it) is the cross-check, and it is what the operator bills, so it wins:
+
+    counted_kw = so_far_kwh / 0.25 h              (ours, from the counters)
+    agree      = |1-0:1.4.0 - counted_kw| <= 0.1 kW + import_kw x 15 s / 900 s
+                 (0.1 kW of rounding and clock skew, plus 15 s of the current import: the meter may
+                 refresh 1-0:1.4.0 less often than it sends telegrams)
+    so_far_kwh = 1-0:1.4.0 x 0.25 h   while they agree, and once a disagreement has lasted DISAGREE_S
+                 of meter time (persistent: then the meter's figure, the billed one, wins and the episode is
+                 counted); during a shorter disagreement (a quarter boundary the meter and its telegram see
+                 differently) the counters' value is used.
 """
 
 from __future__ import annotations
@@ -27,6 +37,9 @@ if TYPE_CHECKING:
 
 QUARTER_S = 900.0
 RESTORE_GUARD_S = 120.0  # no restore in a quarter's last 2 minutes
+DEMAND_TOLERANCE_KW = 0.1  # 1-0:1.4.0 against the counters: rounding and clock skew...
+DEMAND_LAG_S = 15.0  # ...plus this long at the current import (the meter's refresh of 1-0:1.4.0)
+DISAGREE_S = 60.0  # a disagreement this long (meter time) is persistent: counted, and the meter's value used
 
 
 @dataclass(frozen=True)
@@ -80,6 +93,9 @@ class Forecast:
     margin_kw: float
     month_peak_kw: float
     demand_kw: float | None = None  # the meter's 1-0:1.4.0, a cross-check
+    counted_kw: float | None = None  # the quarter so far / 15 min from the counters (None: the meter's not sent)
+    disagree_s: float = 0.0  # how long 1-0:1.4.0 and the counters have disagreed (0: they agree)
+    source: str = "counters"  # what so_far_kwh is: "counters" or "meter" (1-0:1.4.0)
 
     @property
     def limit_kw(self) -> float:
@@ -104,6 +120,11 @@ class Forecast:
     def with_load(self, load_kw: float) -> float:
         """The forecast if `load_kw` more ran for the rest of the quarter."""
         return self.forecast_kw + load_kw * self.left_s / QUARTER_S
+
+    @property
+    def demand_tolerance_kw(self) -> float:
+        """How far 1-0:1.4.0 and the counters may differ and still agree."""
+        return DEMAND_TOLERANCE_KW + self.import_kw * DEMAND_LAG_S / QUARTER_S
 
     def shed_reason(self) -> str:
         """`shed: quarter forecast 2.71 kW > 2.30 kW`."""
@@ -150,6 +171,8 @@ class PeakShaver:
         self._integrated_kwh = 0.0  # without counters: power integrated since the quarter's start
         self._last: tuple[datetime, float, float | None] | None = None  # time, kW, counter
         self.last: Forecast | None = None
+        self._disagree_since: datetime | None = None  # 1-0:1.4.0 and the counters disagree since then
+        self.disagreements = 0  # persistent disagreements (episodes) between 1-0:1.4.0 and the counters
 
     def seed(self, month: date, kw: float) -> None:
         """This month's peak from the history store (applies while `month` is the current month)."""
@@ -170,6 +193,7 @@ class PeakShaver:
             self._close_quarter(q)
             into_s = (local - q).total_seconds()
             self._quarter = q
+            self._disagree_since = None  # a fresh baseline: the boundary is where they may briefly differ
             self._integrated_kwh = import_kw * into_s / 3600 if self._last is None else 0.0
             if self._last is not None:  # the part of the gap since the boundary, at this reading's power
                 self._integrated_kwh = import_kw * min(into_s, (t - self._last[0]).total_seconds()) / 3600
@@ -180,6 +204,22 @@ class PeakShaver:
             self._base_kwh = import_kwh - self._integrated_kwh
         so_far = self._integrated_kwh if import_kwh is None or self._base_kwh is None else import_kwh - self._base_kwh
         so_far = max(0.0, so_far)
+        counted_kw: float | None = None
+        disagree_s, source = 0.0, "counters"
+        if demand_kw is not None:
+            counted_kw = so_far / (QUARTER_S / 3600)
+            if abs(demand_kw - counted_kw) <= DEMAND_TOLERANCE_KW + import_kw * DEMAND_LAG_S / QUARTER_S:
+                self._disagree_since = None
+            elif self._disagree_since is None:
+                self._disagree_since = t
+            if self._disagree_since is not None:
+                disagree_s = max(0.0, (t - self._disagree_since).total_seconds())
+            if self._disagree_since is None or disagree_s >= DISAGREE_S:
+                if disagree_s >= DISAGREE_S and (self.last is None or self.last.disagree_s < DISAGREE_S):
+                    self.disagreements += 1
+                so_far, source = max(0.0, demand_kw) * QUARTER_S / 3600, "meter"
+        else:
+            self._disagree_since = None
         left_s = max(0.0, QUARTER_S - (local - q).total_seconds())
         forecast = (so_far + import_kw * left_s / 3600) / (QUARTER_S / 3600)
         if meter_peak_kw is not None:
@@ -187,7 +227,7 @@ class PeakShaver:
         cap = max(self.cfg.target, self.month_peak_kw) if self.cfg.follow_peak else self.cfg.target
         self._last = (t, import_kw, import_kwh)
         self.last = Forecast(t, q, so_far, import_kw, left_s, forecast, cap, self.cfg.margin,
-                             self.month_peak_kw, demand_kw)
+                             self.month_peak_kw, demand_kw, counted_kw, disagree_s, source)
         return self.last
 
     def _close_quarter(self, new_quarter: datetime) -> None:
@@ -203,3 +243,4 @@ class PeakShaver:
         self._quarter = None
         self._last = None
         self.last = None
+        self._disagree_since = None

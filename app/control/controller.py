@@ -120,13 +120,27 @@ class Controller:
             self._stale = False
             log.info("valid readings again, relays back under their rules")
         stuck = self.policy.clock_stuck
+        shaver = self.policy.shaver
+        disagreements = shaver.disagreements if shaver is not None else 0
         events = self.policy.step(reading, extra=extra)
+        if shaver is not None and shaver.disagreements > disagreements and shaver.last is not None:
+            fc = shaver.last
+            self._limited.warning(
+                "demand", "peak shaving: the meter's quarter average (1-0:1.4.0) %.3f kW and the counters' %.3f kW "
+                "have disagreed by more than %.3f kW for %.0f s (%d times so far); using the meter's, which the "
+                "operator bills", fc.demand_kw or 0.0, fc.counted_kw or 0.0, fc.demand_tolerance_kw, fc.disagree_s,
+                shaver.disagreements)
         if self.policy.clock_stuck is not None and stuck is None:
             log.warning("%s, every relay to its safe state until it advances", self.policy.clock_stuck)
         elif stuck is not None and self.policy.clock_stuck is None:
             log.info("meter clock advances again, relays back under their rules")
         self._apply(events, self._last_valid, meter_time=True)
         return events
+
+    @property
+    def demand_disagreements(self) -> int:
+        """Persistent disagreements between the meter's 1-0:1.4.0 and the counters (peak shaving on)."""
+        return self.policy.shaver.disagreements if self.policy.shaver is not None else 0
 
     def seed_month_peak(self, month: date, kw: float) -> None:
         """This month's peak from the history store, for peak shaving's follow_peak."""
