@@ -195,6 +195,7 @@ class ControlConfig:
     stale_after: float = 30.0
     dry_run: bool = False
     override_min_interval: float = 5.0  # between two applied manual mode changes of one relay
+    state_file: str = "/var/lib/smartmeter/control-state.json"  # min_daily run time today, kept over restarts
 
 
 @dataclass(frozen=True)
@@ -615,6 +616,7 @@ def _control(sec: Section) -> ControlConfig:
         stale_after=sec.duration("stale_after", 30.0, lo=1.0),
         dry_run=sec.flag("dry_run", False),
         override_min_interval=sec.duration("override_min_interval", 5.0, hi=3600.0),
+        state_file=sec.text("state_file", "/var/lib/smartmeter/control-state.json"),
     )
 
 

@@ -231,7 +231,8 @@ class PostProcessor:
             self.controller = Controller(cfg.control, cfg.relays, pin_factory=pin_factory,
                                          tz=ZoneInfo(cfg.meter.timezone), simulated=simulate_relays,
                                          capacity=cfg.capacity, tariff=cfg.tariff if cfg.tariff.priced else None,
-                                         mqtt=cfg.mqtt if cfg.mqtt.enabled else None)
+                                         mqtt=cfg.mqtt if cfg.mqtt.enabled else None,
+                                         state_file="" if cfg.meter.replay_path is not None else cfg.control.state_file)
             if cfg.capacity.enabled and cfg.history.enabled:
                 seed_month_peak(self.controller, cfg)
         built = sinks if sinks is not None else build_sinks(cfg, self._on_command)

@@ -43,6 +43,7 @@ from app.tariffs.settings import TariffConfig
 __all__ = ["Controller", "OverrideResult", "RelayView", "SwitchEvent"]
 
 log = logging.getLogger("app.control")
+STATE_EVERY_S = 60.0  # min_daily run times saved at most this often (wall clock) while they change
 
 
 class Controller:
@@ -58,11 +59,13 @@ class Controller:
         capacity: CapacityConfig | None = None,
         tariff: TariffConfig | None = None,
         mqtt: MqttConfig | None = None,
+        state_file: str = "",
     ) -> None:
         """Claim the pins in their safe states; `tz` is the meter's zone for `hours` windows;
         `simulated`: the pins are mock pins (a replay), said in every switch line;
         `capacity`: peak shaving ([capacity]); `tariff`: cheapest times for min_daily relays;
-        `mqtt`: the broker of Tasmota relays switched over MQTT."""
+        `mqtt`: the broker of Tasmota relays switched over MQTT; `state_file`: where min_daily relays'
+        run time today is kept over a restart (app.control.state; empty: not kept)."""
         self.control = control
         self.simulated = simulated
         self.policy = Policy(control, relays, tz, capacity=capacity, tariff=tariff)
@@ -80,6 +83,18 @@ class Controller:
         self._revision = 0  # bumped whenever a relay's view (state, mode, reason, pending) changes
         self._limited = RateLimited(log, 60.0)
         self._blocked: dict[str, str] = {}  # relay -> why it is held safe (a meter it needs is offline)
+        self._state_file = state_file if any(r.min_daily is not None for r in relays) else ""
+        self._saved_runs: dict[str, tuple[date, float]] = {}
+        self._saved_mono = -float("inf")
+        if self._state_file:
+            from app.control.state import load_daily
+
+            runs = load_daily(self._state_file)
+            if runs:
+                self.policy.restore_daily(runs)
+                self._saved_runs = runs
+                log.info("min_daily: run time so far restored from %s (%s); it counts if that is today",
+                         self._state_file, ", ".join(f"{n} {s / 60:.0f} min on {d}" for n, (d, s) in runs.items()))
 
     @property
     def states(self) -> dict[str, bool]:
@@ -135,7 +150,26 @@ class Controller:
         elif stuck is not None and self.policy.clock_stuck is None:
             log.info("meter clock advances again, relays back under their rules")
         self._apply(events, self._last_valid, meter_time=True)
+        if self._state_file:
+            self._save_daily(self._last_valid, force=any(self._configs[e.name].min_daily for e in events))
         return events
+
+    def _save_daily(self, now_monotonic: float, force: bool = False) -> None:
+        """Keep min_daily run times in the state file: every STATE_EVERY_S while they change, at once on a
+        min_daily relay's switch (and at close)."""
+        runs = self.policy.daily_runs()
+        if runs == self._saved_runs or (not force and now_monotonic - self._saved_mono < STATE_EVERY_S):
+            return
+        from app.control.state import save_daily
+
+        self._saved_mono = now_monotonic
+        try:
+            save_daily(self._state_file, runs)
+        except OSError as exc:
+            self._limited.warning("state", "min_daily run times not saved to [control] state_file = %s (%s): a "
+                                  "restart today would count them from zero", self._state_file, exc)
+            return
+        self._saved_runs = runs
 
     @property
     def demand_disagreements(self) -> int:
@@ -275,7 +309,9 @@ class Controller:
         return events
 
     def close(self) -> None:
-        """Leave every pin in its safe state and release it; idempotent."""
+        """Leave every pin in its safe state and release it (min_daily run times saved); idempotent."""
+        if self._state_file and not self.bank.closed:
+            self._save_daily(time.monotonic(), force=True)
         self.bank.close()
 
     def _apply(self, events: list[SwitchEvent], now_monotonic: float | None, meter_time: bool = False) -> None:

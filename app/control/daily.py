@@ -91,6 +91,12 @@ class DailyRun:
             self.run_s += max(0.0, (t - self._last).total_seconds())
         self._last = t
 
+    def restore(self, day: date, run_s: float) -> None:
+        """Today's run time as saved before a restart (ignored unless `day` is the first reading's local day)."""
+        if self._last is None and self.day in (None, day):
+            self.day = day
+            self.run_s = max(self.run_s, min(run_s, 86400.0))
+
     def left_s(self) -> float:
         """Run time still needed today."""
         return max(0.0, self.need.run_s - self.run_s)

@@ -38,7 +38,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, tzinfo
+from datetime import date, datetime, timedelta, tzinfo
 
 from app.config import ControlConfig, RelayConfig
 from app.control.capacity import CapacityConfig, Forecast, PeakShaver, meter_inputs
@@ -198,6 +198,18 @@ class Policy:
     def names(self) -> tuple[str, ...]:
         """Relay names in config order."""
         return tuple(r.cfg.name for r in self._relays)
+
+    def daily_runs(self) -> dict[str, tuple[date, float]]:
+        """Each min_daily relay's local day and run time that day so far (once it has seen a reading)."""
+        return {r.cfg.name: (r.daily.day, r.daily.run_s) for r in self._relays
+                if r.daily is not None and r.daily.day is not None}
+
+    def restore_daily(self, runs: Mapping[str, tuple[date, float]]) -> None:
+        """Run times saved before a restart; each counts only if its day is the first reading's local day."""
+        for name, (day, run_s) in runs.items():
+            r = self._by_name.get(name)
+            if r is not None and r.daily is not None:
+                r.daily.restore(day, run_s)
 
     def start(self, at: datetime) -> list[SwitchEvent]:
         """Every relay to its safe state (counts at the first reading's time for min_on/min_off)."""
