@@ -616,8 +616,15 @@ def _control(sec: Section) -> ControlConfig:
         stale_after=sec.duration("stale_after", 30.0, lo=1.0),
         dry_run=sec.flag("dry_run", False),
         override_min_interval=sec.duration("override_min_interval", 5.0, hi=3600.0),
-        state_file=sec.text("state_file", "/var/lib/smartmeter/control-state.json"),
+        state_file=sec.get("state_file", "/var/lib/smartmeter/control-state.json", _state_path),
     )
+
+
+def _state_path(s: str) -> str:
+    """An absolute file path, or empty (not kept)."""
+    if s and (not s.startswith("/") or s.endswith("/")):
+        raise ValueError("expected an absolute file path (e.g. /var/lib/smartmeter/control-state.json) or nothing")
+    return s
 
 
 def _relay(sec: Section, name: str) -> RelayConfig:

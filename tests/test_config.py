@@ -46,6 +46,7 @@ BAD: dict[tuple[str, str], str] = {
     ("control", "settle"): "-5 s",
     ("control", "stale_after"): "soon",
     ("control", "dry_run"): "maybe",
+    ("control", "state_file"): "control-state.json",
     ("control", "override_min_interval"): "2 h",
     ("relay:boiler", "pin"): "",
     ("relay:boiler", "active_high"): "perhaps",
