@@ -1,8 +1,12 @@
 """Peak shaving's cost: end-to-end decision latency with [capacity] on and off (the pty benchmark of
-bench_pipeline), and CPU per reading of the pure policy with and without the quarter forecast."""
+bench_pipeline), and CPU per reading of the pure policy with and without the quarter forecast; network
+relays: command -> device state latency through the relay's worker thread against the Shelly simulator
+(digest auth), and the client CPU of one refresh (a read-back, and an ON re-sent with its dead-man timer)."""
 
 from __future__ import annotations
 
+import os
+import statistics
 import tempfile
 import time
 from datetime import UTC, datetime
@@ -75,18 +79,67 @@ def _cpu_per_reading(count: int, capacity: bool) -> tuple[float, int]:
     return best / count * 1e6, switches
 
 
+def _netrelay(count: int) -> tuple[list[float], float, float]:
+    """Shelly simulator on loopback with a password: ms from `want()` to the simulated switch's state for
+    `count` alternating commands; µs of this thread's CPU per read-back and per ON re-send (best of 3)."""
+    from app.control.relays.net import NetRelay
+    from app.control.relays.settings import DeviceConfig
+    from app.control.relays.shelly import ShellyDriver
+    from tests.sim_shelly import ShellySim
+
+    sim = ShellySim(password="bench-pw")
+    dev = DeviceConfig(kind="shelly", host=sim.host, username="admin", password="bench-pw", deadman=120.0,
+                       refresh=3600.0, timeout=2.0)
+    sw = sim.switches[0]
+    lat: list[float] = []
+    relay = NetRelay("bench", dev, ShellyDriver(dev))
+    try:
+        for i in range(count):
+            want = i % 2 == 0
+            t0 = time.perf_counter()
+            relay.want(want)
+            while sw.state() != want:
+                time.sleep(0.0002)
+            lat.append((time.perf_counter() - t0) * 1e3)
+    finally:
+        relay.close(2.0)
+    driver = ShellyDriver(dev)
+    reads = sends = float("inf")
+    n = max(20, count)
+    try:
+        for _ in range(3):
+            t0 = time.thread_time()
+            for _ in range(n):
+                driver.read()
+            reads = min(reads, (time.thread_time() - t0) / n * 1e6)
+            t0 = time.thread_time()
+            for _ in range(n):
+                driver.send(True, 120.0)
+            sends = min(sends, (time.thread_time() - t0) / n * 1e6)
+    finally:
+        driver.send(False, 0.0)
+        driver.close()
+        sim.close()
+    return sorted(lat), reads, sends
+
+
 def run(quick: bool = False) -> str:
     """The section for RESULTS.md."""
-    lat_n = 100 if quick else 600
+    lat_n = 100 if quick else 300
+    rounds = 2 if quick else 4
     cpu_n = 2000 if quick else 20000
+    load0 = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="bench-capacity-") as d:
         tmp = Path(d)
         runs: dict[bool, list[bp.LatencyResult]] = {False: [], True: []}
-        for i in range(2):  # interleaved: off, on, off, on (load drifts on a shared machine)
-            for cap in (False, True):
+        for i in range(rounds):  # interleaved: off, on, off, on, ... (load drifts on a shared machine)
+            for cap in ((False, True) if i % 2 == 0 else (True, False)):
                 sub = tmp / f"{'on' if cap else 'off'}{i}"
                 sub.mkdir()
                 runs[cap].append(_latency(sub, lat_n, cap))
+    load1 = os.getloadavg()[0]
+    paired = sorted(bp.percentile(sorted(on.ms), 99) - bp.percentile(sorted(off.ms), 99)
+                    for off, on in zip(runs[False], runs[True], strict=True))
     lat = {cap: sorted(ms for r in rs for ms in r.ms) for cap, rs in runs.items()}
     p50 = {cap: bp.percentile(v, 50) for cap, v in lat.items()}
     p99 = {cap: bp.percentile(v, 99) for cap, v in lat.items()}
@@ -94,11 +147,14 @@ def run(quick: bool = False) -> str:
     cpu_off, sw_off = _cpu_per_reading(cpu_n, False)
     cpu_on, sw_on = _cpu_per_reading(cpu_n, True)
     delta = p99[True] - p99[False]
+    net_n = 40 if quick else 200
+    net_ms, read_us, send_us = _netrelay(net_n)
     lines = [
         "## Peak shaving (bench/bench_capacity.py)",
         "",
         f"End-to-end latency, last byte into a pty → relay decision (bench_pipeline's run, {lat_n} telegrams at "
-        "10/s, twice each, interleaved), with `[capacity]` off and on (boiler sheddable, target 0.5 kW); "
+        f"10/s, {rounds} rounds each, interleaved off/on then on/off; load average {load0:.1f} → {load1:.1f} on "
+        f"{os.cpu_count()} cores), with `[capacity]` off and on (boiler sheddable, target 0.5 kW); "
         f"CPU per reading of the pure policy over {cpu_n:,} evening readings (3 sheddable relays, one with "
         "min_daily; best of 3, `time.process_time`).",
         "",
@@ -107,8 +163,20 @@ def run(quick: bool = False) -> str:
         f"| latency p50 | {p50[False]:.2f} ms | {p50[True]:.2f} ms | – | – |",
         f"| latency p99 | {p99[False]:.2f} ms | {p99[True]:.2f} ms | on − off ≤ 1 ms ({delta:+.2f} ms) "
         f"| {bp.ok(delta <= 1.0)} |",
+        f"| latency p99, on − off per round (paired) | {', '.join(f'{d:+.2f}' for d in paired)} ms | | median "
+        f"{statistics.median(paired):+.2f} ms | – |",
         f"| CPU per reading, Policy.step | {cpu_off:.1f} µs | {cpu_on:.1f} µs | – | "
         f"+{cpu_on - cpu_off:.1f} µs ({sw_off} / {sw_on} switches) |",
+        "",
+        f"Network relay (Shelly Gen2 simulator on loopback, digest auth, {net_n} alternating commands): `want()` "
+        "→ the simulated switch's state, through the relay's worker thread and its bounded queue; the refresh "
+        "CPU is the client side of one request (this thread's `time.thread_time`, best of 3).",
+        "",
+        "| measurement | value |",
+        "|---|---:|",
+        f"| command → device state p50 / p99 | {bp.percentile(net_ms, 50):.2f} / {bp.percentile(net_ms, 99):.2f} ms |",
+        f"| CPU per refresh: read-back (Switch.GetStatus) | {read_us:.0f} µs |",
+        f"| CPU per refresh: ON re-sent with toggle_after (Switch.Set) | {send_us:.0f} µs |",
         "",
     ]
     if problems:
