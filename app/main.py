@@ -207,14 +207,14 @@ def run(cfg: config_mod.Config, replay_relays: bool = False) -> int:
     # with meters_dir, main starts, stops and restarts single meters while the rest runs (app.meters.fleet)
     fleet = None
     if cfg.meters or cfg.general.meters_dir:
-        from app.meters.fleet import SPARE_SLOTS, Fleet
+        from app.meters.fleet import KILLED_SLOTS, SPARE_SLOTS, Fleet
 
         if replay:
             log.warning("replay: the %d [meter:NAME] meter(s) are not contacted (a replay reads only the capture); "
                         "relay conditions that need them stay stale, so those relays stay in their safe state",
                         len(cfg.meters))
         else:
-            fleet = Fleet(ctx, cfg, stop_event, _meter, level, SPARE_SLOTS if cfg.general.meters_dir else 0)
+            fleet = Fleet(ctx, cfg, stop_event, _meter, level, SPARE_SLOTS if cfg.general.meters_dir else KILLED_SLOTS)
     meter_qs = fleet.queues if fleet is not None else []
     control = fleet.control_r if fleet is not None else None
     every_q = [q, *meter_qs]

@@ -8,7 +8,8 @@ import logging
 import multiprocessing
 import os
 from pathlib import Path
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, cast
 
 import pytest
 
@@ -131,3 +132,19 @@ def test_a_name_in_the_main_ini_and_a_file_is_refused(setup: tuple[Fleet, StubSu
         _meter(d, "main_sub")
         fleet.scan(sup)
     assert "[meter:main_sub] is in both" in caplog.text and sup.added == []
+
+
+def test_a_killed_meter_restarts_on_a_fresh_queue(setup: tuple[Fleet, StubSupervisor, Path]) -> None:
+    """A process killed by a signal may have held its queue's lock: the restart must not write to that queue."""
+    fleet, sup, _d = setup
+    pv = next(c for c in sup.children if c.name == "meter-pv")
+    old_q, old_slot = pv.args[2], fleet.slot_of["pv"]
+    free = len(fleet.free)
+    pv.process = cast(Any, SimpleNamespace(exitcode=None))  # killed a moment ago: not reaped yet
+    fleet.died(pv, "hung (no heartbeat for 10.2 s); killed it", 1.0)
+    assert pv.args[2] is not old_q and fleet.slot_of["pv"] != old_slot and len(fleet.free) == free - 1
+    assert any(q is old_q for q in pv.args[0])  # the new process closes its ends of the old queue
+    assert old_slot not in fleet.free  # retired for good
+    msg = fleet.control_r.recv()
+    assert msg[:4] == ("down", "pv", "error",
+                       "its process hung (no heartbeat for 10.2 s); killed it; restarting in 1 s")

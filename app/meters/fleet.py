@@ -12,9 +12,10 @@
 The P1 reader, the post-processor, the web process and the relays never restart for this.
 
 The queues: a post-processor forked at the start cannot be handed a queue made later, so main makes
-`len(meters) + SPARE_SLOTS` queues (slots) before forking and gives each meter process one. A slot
-whose process ended cleanly is free again; one whose process was killed is retired (its lock may be
-held by the dead writer). Messages to the post-processor go over one pipe (`control`):
+`len(meters) + SPARE_SLOTS` (KILLED_SLOTS without meters_dir) queues (slots) before forking and gives
+each meter process one. A slot whose process ended cleanly is free again; one whose process was killed
+is retired (its lock may be held by the dead writer) and the restarted process gets a fresh slot while
+there is one. Messages to the post-processor go over one pipe (`control`):
 
     ("meters", (MeterSpec, ...))                      the meter set now
     ("down", NAME, "offline" | "error", reason, t)    NAME's process stopped or died at wall time t
@@ -42,6 +43,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("app.main")
 METER_QUEUE = 64  # readings waiting from one meter process (live data: the oldest is dropped)
 SPARE_SLOTS = 8  # queues for meters added while running (with [general] meters_dir)
+KILLED_SLOTS = 2  # without meters_dir: fresh queues for meters restarted after a kill
 SCAN_EVERY_S = 2.0  # meters_dir is looked at this often
 RETIRE_S = 10.0  # a meter asked to stop that is still running after this is killed
 
@@ -169,7 +171,7 @@ class Fleet:
         if clean:
             self.free.append(slot)
         else:
-            log.warning("meter %s: its queue is retired (the process was killed; %d spare queues left)", name,
+            log.warning("meter %s: its queue is retired (the process was killed); %d spare queues left", name,
                         len(self.free))
 
     def _start(self, sup: Supervisor, spec: MeterSpec) -> None:
@@ -193,9 +195,17 @@ class Fleet:
         self.send(("down", name, "offline", why, time.time()))
 
     def died(self, c: Child, what: str, delay_s: float) -> None:
-        """Supervisor: a meter's process died or hung; its status goes to error now, not after offline_after."""
+        """Supervisor: a meter's process died or hung; its status goes to error now, not after offline_after.
+        A process killed by a signal may have died holding its queue's lock: its restart gets a fresh queue."""
         name = c.name.removeprefix("meter-")
         self.send(("down", name, "error", f"its process {what}; restarting in {delay_s:g} s", time.time()))
+        code = c.process.exitcode if c.process is not None else 0
+        if (code is None or code < 0) and self.free and self.slot_of.get(name) is not None:
+            slot = self.free.pop(0)
+            self._release(name, clean=False)
+            self.slot_of[name] = slot
+            mq = self.queues[slot]
+            c.args = (self._foreign(mq), c.args[1], mq, *c.args[3:])
 
     def send(self, msg: tuple[Any, ...]) -> None:
         """One message to the post-processor (small; it reads the pipe every round)."""
