@@ -205,7 +205,9 @@ def current_seq(s: Served, seq: int) -> bool:
 def test_before_the_first_reading(served: Served) -> None:
     status, body = served.get("/api/energy/smart-meter/status")
     assert status == 200 and body["online"] is False and body["last_reading"] is None
-    assert body["counters"]["telegrams_ok"] == 0 and body["version"]
+    assert body["counters"]["telegrams_ok"] is None and body["version"]  # unknown until the reader's status
+    assert body["counters"]["crc_errors"] is None and body["counters"]["readings"] is None
+    assert body["counters"]["live_clients_dropped"] == 0  # the web process's own: known
     for path in ("/api/energy/smart-meter/current", "/api/energy-meters/consumption/building",
                  "/api/energy-meters/grid/reading"):
         status, body = served.get(path)
@@ -389,14 +391,15 @@ def test_config_host_beyond_loopback_needs_a_token(monkeypatch: pytest.MonkeyPat
 # ---------------------------------------------------------------- live stream
 
 
-def _sse_events(s: Served, n: int, headers: str = "", query: str = "") -> list[tuple[str, dict[str, Any]]]:
-    """Read n data events (id, data) from /api/live over a raw socket."""
+def _sse_events(s: Served, n: int, headers: str = "", query: str = "",
+                until: str | None = None) -> list[tuple[str, dict[str, Any]]]:
+    """Read n data events (id, data), or up to the one with id `until`, from /api/live over a raw socket."""
     with socket.create_connection(("127.0.0.1", s.port), timeout=WAIT_S) as c:
         c.sendall(f"GET /api/live{query} HTTP/1.1\r\nHost: 127.0.0.1\r\n{headers}\r\n".encode())
         buf = b""
         events: list[tuple[str, dict[str, Any]]] = []
         deadline = time.monotonic() + WAIT_S
-        while len(events) < n and time.monotonic() < deadline:
+        while len(events) < n and not (events and events[-1][0] == until) and time.monotonic() < deadline:
             buf += c.recv(65536)
             while b"\n\n" in buf:
                 block, buf = buf.split(b"\n\n", 1)
@@ -450,6 +453,59 @@ def test_websocket_streams_the_same_objects(served: Served) -> None:
         served.send(reading(2, import_w=900.0))
         second = json.loads(ws.recv(timeout=WAIT_S))
         assert second["seq"] == 2 and second["power_w"] == 900.0
+
+
+def _reading_at_subscribe(monkeypatch: pytest.MonkeyPatch, seq: int) -> list[int]:
+    """Make a reading arrive right after the next live client subscribes (on the event loop, as the
+    channel's readings do), before its handler has sent anything: the connect race, without timing."""
+    injected: list[int] = []
+    subscribe = LiveState.subscribe
+
+    def hooked(self: LiveState) -> Any:
+        sub = subscribe(self)
+        if not injected:
+            injected.append(seq)
+            self.on_reading(reading(seq, import_w=100.0 * seq), {"boiler": False})
+        return sub
+
+    monkeypatch.setattr(LiveState, "subscribe", hooked)
+    return injected
+
+
+def test_websocket_sends_a_reading_arriving_while_it_connects_once(served: Served,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    from websockets.sync.client import connect
+
+    served.send(reading(1, import_w=500.0))
+    wait_until(lambda: current_seq(served, 1))
+    injected = _reading_at_subscribe(monkeypatch, 2)
+    seqs: list[int] = []
+    with connect(f"ws://127.0.0.1:{served.port}/api/ws", open_timeout=WAIT_S) as ws:
+        seqs.append(json.loads(ws.recv(timeout=WAIT_S))["seq"])
+        assert injected == [2]
+        served.send(reading(3, import_w=300.0))
+        while seqs[-1] != 3:
+            msg = ws.recv(timeout=WAIT_S)
+            assert isinstance(msg, str)  # text messages, the first one too
+            seqs.append(json.loads(msg)["seq"])
+    assert seqs == sorted(set(seqs)), seqs  # each reading once, in order (not 2, 2, 3)
+    assert seqs == [1, 2, 3]  # the reading current at connect first, then the one that arrived meanwhile
+
+
+def test_sse_sends_a_reading_arriving_while_it_connects_once(served: Served,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    served.send(reading(1, import_w=500.0))
+    wait_until(lambda: current_seq(served, 1))
+    injected = _reading_at_subscribe(monkeypatch, 2)
+    got: list[list[tuple[str, dict[str, Any]]]] = []
+    t = threading.Thread(target=lambda: got.append(_sse_events(served, 99, until="3")))
+    t.start()
+    wait_until(lambda: injected and _subscribers(served) == 1)
+    served.send(reading(3, import_w=300.0))
+    t.join(WAIT_S)
+    ids = [int(e[0]) for e in got[0]]
+    assert ids[-1] == 3 and ids == sorted(set(ids)), ids  # each reading once, in order (not 2, 2, 3)
+    assert ids == [1, 2, 3]  # the reading current at connect first, then the one that arrived meanwhile
 
 
 def test_websocket_needs_the_token(served_token: Served) -> None:

@@ -345,8 +345,8 @@ class Web:
             return
         await websocket.accept()
         try:
-            if self.state.current is not None:
-                await asyncio.wait_for(websocket.send_bytes(dumps(self.state.current)), SEND_TIMEOUT_S)
+            if sub.first is not None:  # not state.current: a reading queued meanwhile would come twice
+                await asyncio.wait_for(websocket.send_text(dumps(sub.first).decode()), SEND_TIMEOUT_S)
             while not self.stopping.is_set():
                 try:
                     event = await asyncio.wait_for(sub.q.get(), HEARTBEAT_S)
@@ -428,11 +428,9 @@ class _Sse:
         try:
             await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
             await put(b"retry: 3000\n\n")
-            cur = state.current
-            seen = self.last_id  # the id the client has: a reading that arrived while subscribing comes once
-            if cur is not None and seen != str(cur["seq"]):
+            cur = self.sub.first  # not state.current: a reading queued meanwhile would come twice
+            if cur is not None and self.last_id != str(cur["seq"]):
                 await put(_event(cur))
-                seen = str(cur["seq"])
             while not gone.is_set() and not self.web.stopping.is_set():
                 get = asyncio.ensure_future(self.sub.q.get())
                 stop = asyncio.ensure_future(gone.wait())
@@ -446,9 +444,6 @@ class _Sse:
                 event = get.result()
                 if event is None:  # too slow: dropped
                     break
-                if seen is not None and str(event.get("seq")) == seen:
-                    continue  # already sent as the current reading at connect
-                seen = None
                 await put(_event(event))
             if not gone.is_set():
                 await send({"type": "http.response.body", "body": b"", "more_body": False})

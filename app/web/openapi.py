@@ -12,6 +12,16 @@ _ERROR = {"type": "object", "required": ["success", "error"], "properties": {
     "success": {"const": False}, "error": {"type": "string"}}}
 _NUM = {"type": ["number", "null"]}
 _TIME = {"type": ["string", "null"], "description": "ISO 8601 with offset"}
+_COUNT = {"type": ["integer", "null"], "minimum": 0}
+_COUNTERS = {
+    "type": "object", "description": "Reader and post-processor counters since start; null (unknown) until their "
+                                     "first status arrives (a second or two after start), never a made-up 0.",
+    "required": ["telegrams_ok", "rejected", "crc_errors", "parse_errors", "decrypt_errors", "dropped",
+                 "readings", "gaps", "sink_dropped", "web_dropped", "live_clients_dropped"],
+    "properties": {**{k: _COUNT for k in ("telegrams_ok", "rejected", "crc_errors", "parse_errors",
+                                          "decrypt_errors", "dropped", "readings", "gaps", "sink_dropped",
+                                          "web_dropped")},
+                   "live_clients_dropped": {"type": "integer", "minimum": 0}}}
 _METER = {"type": "object", "required": ["id", "name", "location", "protocol", "meterType", "status", "currentPower",
                                           "totalEnergy", "voltage", "current", "powerFactor", "frequency",
                                           "lastUpdate"],
@@ -110,7 +120,7 @@ def openapi_document(token: bool) -> dict[str, Any]:
                 "type": "object", "required": ["online", "last_reading", "counters", "uptime_s", "version"],
                 "properties": {"meter_id": {"type": ["string", "null"]}, "protocol": {"type": ["string", "null"]},
                                "header": {"type": ["string", "null"]}, "online": {"type": "boolean"},
-                               "last_reading": _TIME, "counters": {"type": "object"},
+                               "last_reading": _TIME, "counters": _COUNTERS,
                                "lag_s": {"type": ["object", "null"]}, "uptime_s": {"type": "number"},
                                "version": {"type": "string"}}}),
             "/api/energy/smart-meter/current": _get("The latest reading", _CURRENT, 503),

@@ -37,7 +37,10 @@ def current_json(reading: Reading, states: dict[str, bool]) -> dict[str, Any]:
 class Subscriber:
     """One live client: a bounded queue; overflowing it drops the client, never buffers more."""
 
-    def __init__(self) -> None:
+    def __init__(self, first: dict[str, Any] | None = None) -> None:
+        # the latest reading when it subscribed, taken in the same step as joining: it goes out first and
+        # everything queued after it is newer, so a reading that arrives while the client connects comes once
+        self.first = first
         self.q: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(SUBSCRIBER_QUEUE)
         self.dropped = False
 
@@ -124,7 +127,7 @@ class LiveState:
         """A new live client (None when there are too many already)."""
         if len(self.subscribers) >= MAX_SUBSCRIBERS:
             return None
-        sub = Subscriber()
+        sub = Subscriber(self.current)
         self.subscribers.add(sub)
         return sub
 
@@ -159,17 +162,14 @@ class LiveState:
             "connected": s.connected if s is not None else None,
             "last_reading": r.time.isoformat() if r is not None else None,
             "stale_after_s": self.cfg.control.stale_after,
-            "counters": {
-                "telegrams_ok": s.frames_ok if s is not None else 0,
-                "rejected": s.frames_bad if s is not None else 0,
-                "crc_errors": s.crc_errors if s is not None else 0,
-                "parse_errors": s.parse_errors if s is not None else 0,
-                "decrypt_errors": s.decrypt_errors if s is not None else 0,
-                "dropped": s.dropped if s is not None else 0,
-                "readings": int(c.get("readings", 0)),
-                "gaps": int(c.get("gaps", 0)),
-                "sink_dropped": int(c.get("sink_dropped", 0)),
-                "web_dropped": int(c.get("web_dropped", 0)),
+            "counters": {  # null (unknown) until the first status line of the reader and post-processor
+                "telegrams_ok": s.frames_ok if s is not None else None,
+                "rejected": s.frames_bad if s is not None else None,
+                "crc_errors": s.crc_errors if s is not None else None,
+                "parse_errors": s.parse_errors if s is not None else None,
+                "decrypt_errors": s.decrypt_errors if s is not None else None,
+                "dropped": s.dropped if s is not None else None,
+                **{k: _count(c, k) for k in ("readings", "gaps", "sink_dropped", "web_dropped")},
                 "live_clients_dropped": self.live_dropped,
             },
             "live_clients": len(self.subscribers),
@@ -178,3 +178,8 @@ class LiveState:
             "time": datetime.now(UTC).astimezone().isoformat(),
             "version": __version__,
         }
+
+
+def _count(counters: dict[str, Any], key: str) -> int | None:
+    value = counters.get(key)
+    return None if value is None else int(value)
