@@ -39,7 +39,9 @@ if TYPE_CHECKING:  # gpiozero is imported by the post-processor only when relays
 
 log = logging.getLogger("app.pipeline")
 SINK_QUEUE = 10_000
-REPLAY_SINK_QUEUE = 4000
+# A replay waits for its sinks instead of dropping: a short queue is enough, and bounds what a sink that falls
+# behind holds (~3.7 kB a reading: 4000 held up to 15 MB per queue, which the process kept after the burst).
+REPLAY_SINK_QUEUE = 500
 _NOTHING = object()
 DRAIN_S = 0.5  # on SIGTERM: readings still on their way from the reader
 CLOSE_S = 1.1  # on SIGTERM: sinks flush in parallel within this (main's whole budget is 2 s)

@@ -12,27 +12,26 @@ never turns a field into an integer (which InfluxDB would refuse as a type confl
 
 The converters at the top are pure; `InfluxSink` batches line protocol in memory and hands full
 batches to a `SpooledSender` (app.sinks.spool), which sends them or spools them durably.
+
+Both APIs are plain HTTP POSTs of line protocol, written with the standard library: influxdb-client
+(with urllib3, reactivex and dateutil: ~550 modules, +16 MB in the post-processor) is not imported.
 """
 
 from __future__ import annotations
 
 import base64
+import gzip
 import http.client
 import json
 import logging
+import math
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
-from typing import Protocol, cast
-
-import urllib3
-from influxdb_client import InfluxDBClient, Point, WritePrecision
-from influxdb_client.client.exceptions import InfluxDBError
-from influxdb_client.client.write_api import SYNCHRONOUS, WriteApi
-from influxdb_client.rest import ApiException
+from typing import Protocol
 
 from app.config import InfluxConfig
 from app.errors import ConfigError
@@ -48,7 +47,74 @@ REJECT_STATUSES = frozenset({400, 413, 422})  # the server says the data itself 
 CLOSE_TIMEOUT_S = 1.0  # per attempt at shutdown; after one failure the rest goes to the spool
 PENDING_BATCHES_MAX = 10  # in-memory cap (x batch_size) if tick() stops coming; the excess is spooled
 MESSAGE_MAX = 500
-_PRECISION_S = cast(WritePrecision, WritePrecision.S)  # the stubs type the enum members as str
+GZIP_LEVEL = 5
+
+
+# ---------------------------------------------------------------- line protocol
+
+_ESCAPE_MEASUREMENT = str.maketrans({",": r"\,", " ": r"\ ", "\n": r"\n", "\t": r"\t", "\r": r"\r"})
+_ESCAPE_KEY = str.maketrans({",": r"\,", "=": r"\=", " ": r"\ ", "\n": r"\n", "\t": r"\t", "\r": r"\r"})
+_ESCAPE_STRING = str.maketrans({'"': r"\"", "\\": r"\\"})
+
+
+class Point:
+    """One line of line protocol, formatted as influxdb-client's Point formats it (tags and fields
+    sorted by key, None and non-finite values left out, a whole float without its `.0`, integers `i`)."""
+
+    __slots__ = ("_fields", "_measurement", "_tags", "_time")
+
+    def __init__(self, measurement: str) -> None:
+        self._measurement = measurement
+        self._tags: dict[str, str | None] = {}
+        self._fields: dict[str, float | int | bool | str | None] = {}
+        self._time: int | None = None
+
+    def tag(self, key: str, value: str | None) -> Point:
+        """Add a tag (None or empty: left out)."""
+        self._tags[key] = value
+        return self
+
+    def field(self, key: str, value: float | int | bool | str | None) -> Point:
+        """Add a field (None: left out)."""
+        self._fields[key] = value
+        return self
+
+    def time(self, epoch_s: int) -> Point:
+        """The point's time in whole seconds (the writers send precision=s)."""
+        self._time = epoch_s
+        return self
+
+    def to_line_protocol(self) -> str:
+        """`measurement,tag=v field=v time`, or "" when no field is left."""
+        fields = []
+        for key, value in sorted(self._fields.items()):
+            k = key.translate(_ESCAPE_KEY)
+            if value is None:
+                continue
+            if isinstance(value, bool):
+                fields.append(f"{k}={str(value).lower()}")
+            elif isinstance(value, int):
+                fields.append(f"{k}={value}i")
+            elif isinstance(value, float):
+                if not math.isfinite(value):
+                    continue
+                text = str(value)
+                fields.append(f"{k}={text[:-2] if text.endswith('.0') else text}")
+            else:
+                fields.append(f'{k}="{str(value).translate(_ESCAPE_STRING)}"')
+        if not fields:
+            return ""
+        tags = []
+        for key, tag in sorted(self._tags.items()):
+            if tag is None:
+                continue
+            k, v = key.translate(_ESCAPE_KEY), tag.translate(_ESCAPE_KEY)
+            if v.endswith("\\"):
+                v += " "
+            if k and v:
+                tags.append(f",{k}={v}")
+        when = "" if self._time is None else f" {self._time}"
+        return f"{self._measurement.translate(_ESCAPE_MEASUREMENT)}{''.join(tags)} {','.join(fields)}{when}"
 
 
 # ---------------------------------------------------------------- pure converters
@@ -79,7 +145,7 @@ def reading_point(reading: Reading, relays: Mapping[str, bool], measurement: str
         n += 1
     if n == 0:
         return None
-    return p.time(epoch_s(reading.time), WritePrecision.S)
+    return p.time(epoch_s(reading.time))
 
 
 def gas_point(reading: Reading, measurement: str) -> Point | None:
@@ -92,7 +158,7 @@ def gas_point(reading: Reading, measurement: str) -> Point | None:
         Point(measurement)
         .tag("meter_id", reading.meter_id or None)
         .field(GAS_FIELD.name, float(value))
-        .time(epoch_s(at), WritePrecision.S)
+        .time(epoch_s(at))
     )
 
 
@@ -103,7 +169,7 @@ def relay_point(states: Mapping[str, bool], at: datetime, measurement: str, mete
     p = Point(measurement).tag("meter_id", meter_id or None)
     for name, state in relay_fields(states).items():
         p.field(name, state)
-    return p.time(epoch_s(at), WritePrecision.S)
+    return p.time(epoch_s(at))
 
 
 class GasTracker:
@@ -178,6 +244,25 @@ class Writer(Protocol):
         ...
 
 
+def _post(opener: urllib.request.OpenerDirector, url: str, payload: bytes, headers: dict[str, str],
+          timeout_s: float) -> SendResult:
+    """POST line protocol; the HTTP status becomes the outcome, an outage a retry (never raises)."""
+    req = urllib.request.Request(url, data=payload, headers=headers, method="POST")
+    try:
+        with opener.open(req, timeout=timeout_s) as resp:
+            return SendResult(classify(resp.status), f"HTTP {resp.status}", resp.status)
+    except urllib.error.HTTPError as exc:
+        msg = server_message(exc.read(), exc.reason if isinstance(exc.reason, str) else str(exc))
+        return SendResult(classify(exc.code), msg, exc.code)
+    except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
+        return SendResult(Outcome.RETRY, f"{type(exc).__name__}: {getattr(exc, 'reason', exc)}")
+
+
+def _opener() -> urllib.request.OpenerDirector:
+    # No environment proxies: the database is usually on the LAN.
+    return urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
 class V1Writer:
     """InfluxDB 1.x: POST line protocol to /write?db=…&rp=…&precision=s with optional basic auth."""
 
@@ -191,78 +276,35 @@ class V1Writer:
         if cfg.username:
             cred = base64.b64encode(f"{cfg.username}:{cfg.password}".encode()).decode("ascii")
             self.headers["Authorization"] = f"Basic {cred}"
-        # No environment proxies: the database is usually on the LAN, as with influxdb-client.
-        self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        self._opener = _opener()
 
     def send(self, batch: Batch, timeout_s: float | None = None) -> SendResult:
         """POST the batch; 204 is success."""
-        req = urllib.request.Request(self.url, data=batch.payload, headers=self.headers, method="POST")
-        try:
-            with self._opener.open(req, timeout=timeout_s or self.timeout_s) as resp:
-                return SendResult(classify(resp.status), f"HTTP {resp.status}", resp.status)
-        except urllib.error.HTTPError as exc:
-            msg = server_message(exc.read(), exc.reason if isinstance(exc.reason, str) else str(exc))
-            return SendResult(classify(exc.code), msg, exc.code)
-        except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
-            return SendResult(Outcome.RETRY, f"{type(exc).__name__}: {getattr(exc, 'reason', exc)}")
+        return _post(self._opener, self.url, batch.payload, self.headers, timeout_s or self.timeout_s)
 
     def close(self) -> None:
         """Nothing held open (one connection per batch)."""
 
 
 class V2Writer:
-    """InfluxDB 2.x/3.x (and 1.8+ compat, VictoriaMetrics): influxdb-client's WriteApi, SYNCHRONOUS, gzip."""
+    """InfluxDB 2.x/3.x (and 1.8+ compat, VictoriaMetrics): POST gzipped line protocol to
+    /api/v2/write?org=…&bucket=…&precision=s with `Authorization: Token …` (the v2 write API)."""
 
     def __init__(self, cfg: InfluxConfig) -> None:
-        self.cfg = cfg
-        self._client = self._make_client(cfg.timeout)
-        self._api = self._client.write_api(write_options=SYNCHRONOUS)
-        self._short: tuple[InfluxDBClient, WriteApi] | None = None
-
-    def _make_client(self, timeout_s: float) -> InfluxDBClient:
-        return InfluxDBClient(
-            url=self.cfg.url,
-            token=self.cfg.token,
-            org=self.cfg.org,
-            timeout=int(timeout_s * 1000),
-            enable_gzip=True,
-        )
-
-    def _api_for(self, timeout_s: float | None) -> WriteApi:
-        if timeout_s is None or timeout_s >= self.cfg.timeout:
-            return self._api
-        if self._short is None:
-            client = self._make_client(timeout_s)
-            self._short = (client, client.write_api(write_options=SYNCHRONOUS))
-        return self._short[1]
+        query = {"org": cfg.org, "bucket": cfg.bucket, "precision": "s"}
+        self.url = f"{cfg.url.rstrip('/')}/api/v2/write?{urllib.parse.urlencode(query)}"
+        self.timeout_s = cfg.timeout
+        self.headers = {"Content-Type": "text/plain; charset=utf-8", "Content-Encoding": "gzip",
+                        "Accept": "application/json", "Authorization": f"Token {cfg.token}"}
+        self._opener = _opener()
 
     def send(self, batch: Batch, timeout_s: float | None = None) -> SendResult:
-        """Write the batch through the client's write API; exceptions become outcomes."""
-        try:
-            self._api_for(timeout_s).write(
-                bucket=self.cfg.bucket,
-                org=self.cfg.org,
-                record=batch.payload,
-                write_precision=_PRECISION_S,
-            )
-        except ApiException as exc:
-            status = int(exc.status) if exc.status else 0
-            msg = server_message(exc.body, str(exc.reason))
-            return SendResult(classify(status) if status else Outcome.RETRY, msg, status or None)
-        except InfluxDBError as exc:
-            return SendResult(Outcome.RETRY, str(exc.message))
-        except (urllib3.exceptions.HTTPError, OSError) as exc:
-            return SendResult(Outcome.RETRY, f"{type(exc).__name__}: {exc}")
-        return SendResult(Outcome.OK, "", 204)
+        """POST the batch gzipped; 204 is success."""
+        body = gzip.compress(batch.payload, GZIP_LEVEL, mtime=0)
+        return _post(self._opener, self.url, body, self.headers, timeout_s or self.timeout_s)
 
     def close(self) -> None:
-        """Close the client(s)."""
-        self._api.close()
-        self._client.close()
-        if self._short is not None:
-            self._short[1].close()
-            self._short[0].close()
-            self._short = None
+        """Nothing held open (one connection per batch)."""
 
 
 def make_writer(cfg: InfluxConfig) -> Writer:
