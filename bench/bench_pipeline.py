@@ -1030,5 +1030,17 @@ def _slope_mb_per_day(samples: list[tuple[float, int, dict[str, int]]], role: st
     return sum((x - mx) * (y - my) for x, y in pts) / den if den else None
 
 
+def soak_only(days: float) -> str:
+    """`--soak-days N`: the soak alone over N simulated days (does the post-processor's RSS level off?)."""
+    with _tempdir() as tmp:
+        soak = bench_soak(tmp, int(days * 86_400), 215.0 * days / 7 + 60)
+    drift = _soak_drift(soak) or {}
+    head = ", ".join(f"{role} {kb * 1024 / MB:+.1f} MB" for role, kb in drift.items())
+    return f"{_soak_detail(soak)}\nEnd − after the 1st meter hour: {head}.\n"
+
+
 if __name__ == "__main__":
-    print(run(quick="--quick" in sys.argv))
+    if "--soak-days" in sys.argv:
+        print(soak_only(float(sys.argv[sys.argv.index("--soak-days") + 1])))
+    else:
+        print(run(quick="--quick" in sys.argv))
