@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import re
 import unicodedata
-from pathlib import Path
 
 import pytest
 
