@@ -227,8 +227,9 @@ def test_a_server_that_stops_answering_gives_error_then_online_again() -> None:
         assert readings() == n  # nothing while it does not answer
         errors = [i for i in items if isinstance(i, MeterState) and i.state == "error"]
         assert "cannot connect" in errors[0].reason or "no answer" in errors[0].reason
-        sim = ModbusSim(port=sim.port).start()
-        sim.set(spec.settings.registers, {"power_w": 1500.0})
+        sim = ModbusSim(port=sim.port)
+        sim.set(spec.settings.registers, {"power_w": 1500.0})  # before it answers: no poll may read zeros
+        sim.start()
         _wait(lambda: states()[-1] == "online" and readings() > n)
     finally:
         stop.set()
