@@ -9,7 +9,9 @@ Nothing is created or switched: directories are probed with a temporary file, pi
 
 from __future__ import annotations
 
+import base64
 import glob
+import json
 import os
 import pwd
 import tempfile
@@ -22,7 +24,9 @@ from app.config import Config
 from app.errors import ConfigError
 
 SERIAL_GLOBS = ("/dev/serial/by-id/*", "/dev/ttyUSB*", "/dev/ttyACM*", "/dev/serial0", "/dev/serial1",
-                "/dev/ttyAMA*")
+                "/dev/ttyAMA*", "/dev/ttyS*")
+SYS_TTY = "/sys/class/tty"  # ttyS*/type: 0 = no UART behind the device node (most of a PC's ttyS0..31)
+PI_UART = ("/dev/serial0", "/dev/serial1", "/dev/ttyAMA0", "/dev/ttyS0")
 
 
 def user() -> str:
@@ -108,19 +112,52 @@ def serial_warning(source: str) -> str | None:
                 f"group (sudo usermod -aG dialout {user()}, then log in again)")
     ports = present_ports()
     found = f"ports present: {', '.join(ports)}" if ports else "no serial port is present (is the cable plugged in?)"
-    return f"[meter] source = {source!r}: no such device; {found}"
+    hint = ""
+    if source in PI_UART:
+        hint = ("; the Pi's UART needs enabling: sudo raspi-config nonint do_serial_hw 0 && sudo raspi-config "
+                "nonint do_serial_cons 1, then reboot")
+    return f"[meter] source = {source!r}: no such device; {found}{hint}"
 
 
 def present_ports() -> list[str]:
-    """Serial device paths that exist here, /dev/serial/by-id names first."""
+    """Serial device paths that exist here: /dev/serial/by-id names first, USB adapters, the Pi's UART
+    (serial0/serial1 with the device they point to, ttyAMA*, ttyS*), built-in ttyS* with a UART behind them."""
     out: list[str] = []
     for pattern in SERIAL_GLOBS:
-        out += [p for p in sorted(glob.glob(pattern)) if p not in out]
-    return out
+        for path in sorted(glob.glob(pattern), key=_natural):
+            if path in out or not _has_uart(path):
+                continue
+            out.append(path)
+    return [_with_target(p) for p in out]
+
+
+def _natural(path: str) -> tuple[str, int]:
+    """ttyS2 before ttyS10."""
+    head = path.rstrip("0123456789")
+    return head, int(path[len(head):] or -1)
+
+
+def _has_uart(path: str) -> bool:
+    """False for a ttyS* node whose sysfs type says no UART is there (a PC lists 32 of them)."""
+    name = os.path.basename(path)
+    if not name.startswith("ttyS"):
+        return True
+    try:
+        return int(Path(SYS_TTY, name, "type").read_text(encoding="ascii").strip()) != 0
+    except (OSError, ValueError):
+        return True  # no sysfs to ask: list it
+
+
+def _with_target(path: str) -> str:
+    """/dev/serial0 shown with the UART it points to (ttyS0 on a Pi 3/4/5 with Bluetooth on, else ttyAMA0)."""
+    if os.path.basename(path) in ("serial0", "serial1") and os.path.islink(path):
+        return f"{path} (-> {os.path.realpath(path)})"
+    return path
 
 
 def check_online(cfg: Config, timeout_s: float = 5.0) -> list[str]:
-    """Ask the enabled servers (InfluxDB ping, MQTT connect); return a warning per failure."""
+    """Ask the enabled servers (InfluxDB ping, then an empty write with the credentials; MQTT connect);
+    return a warning per failure."""
     warnings: list[str] = []
     if cfg.influxdb.enabled:
         url, shown = _without_userinfo(cfg.influxdb.url)  # /ping needs no credentials; never show them
@@ -131,11 +168,93 @@ def check_online(cfg: Config, timeout_s: float = 5.0) -> list[str]:
             reason = getattr(exc, "reason", exc)
             warnings.append(f"[influxdb] url = {shown!r}: no answer to /ping ({reason}); "
                             "is InfluxDB running and the URL right?")
+        else:
+            why = influx_write_problem(cfg, url, timeout_s)
+            if why is not None:
+                warnings.append(why)
     if cfg.mqtt.enabled:
         why = _mqtt_problem(cfg, timeout_s)
         if why is not None:
             warnings.append(f"[mqtt] host = {cfg.mqtt.host!r}: {why}")
     return warnings
+
+
+def influx_write_problem(cfg: Config, url: str, timeout_s: float) -> str | None:
+    """Write nothing, as the sink writes (v2: token, org, bucket; v1: user, database, retention policy):
+    the server checks the credentials and the target before it reads the (empty) body. None when accepted."""
+    i = cfg.influxdb
+    if i.api == "v1":
+        params = {"db": i.database, "precision": "s", **({"rp": i.retention_policy} if i.retention_policy else {})}
+        req = urllib.request.Request(f"{url}/write?{urllib.parse.urlencode(params)}", data=b"", method="POST")
+        if i.username:
+            pair = base64.b64encode(f"{i.username}:{i.password}".encode()).decode()
+            req.add_header("Authorization", f"Basic {pair}")
+    else:
+        params = {"org": i.org, "bucket": i.bucket, "precision": "s"}
+        req = urllib.request.Request(f"{url}/api/v2/write?{urllib.parse.urlencode(params)}", data=b"",
+                                     method="POST")
+        if i.token:
+            req.add_header("Authorization", f"Token {i.token}")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout_s) as resp:
+            resp.read(0)
+            return None
+    except urllib.error.HTTPError as exc:
+        status, message = exc.code, _server_message(exc, (i.token, i.password))
+    except (urllib.error.URLError, OSError) as exc:
+        return f"[influxdb] url = {_without_userinfo(i.url)[1]!r}: a test write failed ({getattr(exc, 'reason', exc)})"
+    return _influx_verdict(cfg, status, message)
+
+
+def _influx_verdict(cfg: Config, status: int, message: str) -> str | None:
+    i = cfg.influxdb
+    said = f"HTTP {status}{': ' + message if message else ''}"
+    if status == 400:
+        return None  # past the credentials and the bucket: only the empty body was refused
+    if i.api == "v1":
+        who = f"username = {i.username!r}" if i.username else "username (none set)"
+        if status == 401:
+            return (f"[influxdb] {who}: the server refused the credentials ({said}); check username and "
+                    "password (or INFLUXDB_PASSWORD)")
+        if status == 403:
+            return f"[influxdb] {who}: may not write to database {i.database!r} ({said}); GRANT WRITE to the user"
+        if status == 404:
+            return (f"[influxdb] database = {i.database!r}: no such database ({said}); create it: "
+                    f"influx -execute 'CREATE DATABASE \"{i.database}\"'")
+        if "retention policy" in message:
+            return f"[influxdb] retention_policy = {i.retention_policy!r}: no such retention policy ({said})"
+        return f"[influxdb] database = {i.database!r}: a test write failed ({said})"
+    if status == 401:
+        return (f"[influxdb] token = '***': the server refused the token ({said}); check the token "
+                "(or INFLUXDB_TOKEN; InfluxDB 1.8: token = username:password)")
+    if status == 403:
+        return (f"[influxdb] token = '***': the token may not write to bucket {i.bucket!r} ({said}); give it "
+                "write access to the bucket")
+    if status == 404 and "page not found" in message:
+        return (f"[influxdb] api = 'v2': the server has no /api/v2/write ({said}); InfluxDB 1.x before 1.8 "
+                "needs api = v1 with database")
+    if status == 404:
+        return (f"[influxdb] bucket = {i.bucket!r}: no such bucket in org {i.org!r} ({said}); create it or fix "
+                "bucket/org (InfluxDB 1.8: bucket = database/retention_policy)")
+    return f"[influxdb] bucket = {i.bucket!r}: a test write failed ({said})"
+
+
+def _server_message(exc: urllib.error.HTTPError, secrets: tuple[str, ...]) -> str:
+    """The server's error text, short, on one line, with no secret in it."""
+    try:
+        raw = exc.read(2000).decode("utf-8", "replace")
+    except OSError:
+        return ""
+    try:
+        doc = json.loads(raw)
+        text = str(doc.get("message") or doc.get("error") or raw) if isinstance(doc, dict) else raw
+    except ValueError:
+        text = raw
+    text = " ".join(text.split())[:200]
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    return text
 
 
 def _without_userinfo(url: str) -> tuple[str, str]:

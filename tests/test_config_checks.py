@@ -102,6 +102,7 @@ def test_dir_problem_on_a_read_only_directory(tmp_path: Path) -> None:
 
 def test_online_pings_influxdb_and_connects_to_mqtt(tmp_path: Path, mosquitto: Broker,
                                                     influxdb_v1: InfluxV1Server) -> None:
+    influxdb_v1.create_database("smartmeter")  # --online also writes nothing into it (tests/test_checks_online.py)
     good = (f"[meter]\nsource = socket://127.0.0.1:1\n[influxdb]\nenabled = yes\napi = v1\n"
             f"url = http://127.0.0.1:{influxdb_v1.port}\nspool_dir = {tmp_path}/spool\n"
             f"[mqtt]\nenabled = yes\nhost = 127.0.0.1\nport = {mosquitto.port}\n")

@@ -39,6 +39,9 @@ def test_install_twice_then_uninstall(tmp_path: Path) -> None:
     assert "ExecStart=/opt/smartmeter/venv/bin/smartmeter -c /etc/smartmeter/smartmeter.ini" in unit
     ini = root / "etc/smartmeter/smartmeter.ini"
     assert ini.read_text() == (ROOT / "config.sample.ini").read_text()
+    rotate = (root / "etc/logrotate.d/smartmeter").read_text()
+    assert rotate.startswith("/var/lib/smartmeter/smartmeter.log {") and "copytruncate" in rotate
+    assert "su smartmeter smartmeter" in rotate  # logrotate refuses a directory writable by a non-root user else
     assert ini.stat().st_mode & 0o777 == 0o640
     for d in ("var/lib/smartmeter/csv", "var/lib/smartmeter/spool", "opt/smartmeter/venv"):
         assert (root / d).is_dir(), d
@@ -61,6 +64,7 @@ def test_install_twice_then_uninstall(tmp_path: Path) -> None:
     assert gone.returncode == 0, gone.stderr
     assert not (root / "opt/smartmeter").exists()
     assert not (root / "etc/systemd/system/smartmeter.service").exists()
+    assert not (root / "etc/logrotate.d/smartmeter").exists()
     assert (root / "var/lib/smartmeter/csv/2026-06-21.csv").exists() and ini.exists()  # data and config kept
     purged = _install(root, "--uninstall", "--purge")
     assert purged.returncode == 0, purged.stderr

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import re
 import unicodedata
+from pathlib import Path
 
 import pytest
 
@@ -145,3 +146,50 @@ def test_quick_start_is_near_the_top() -> None:
     lines = _readme().splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith("## Quick start"))
     assert start < 60, "the quick start should be within the first screens"
+
+
+def _quick_start_block() -> str:
+    text = _readme()
+    start = text.index("## Quick start")
+    body = text[start:text.index("\n## ", start + 5)]
+    return body[body.index("```\n") + 4:body.index("\n```", body.index("```\n") + 4)]
+
+
+def test_the_quick_start_works_when_pasted(tmp_path: Path) -> None:
+    """The quick start's config (the sample install.sh copies + the block it appends) passes --check-config,
+    and a sunny quarter-hour replayed through it gives CSV rows in which the boiler relay switches on.
+    Only /var/lib/smartmeter is moved into a temp dir (the test does not write to this machine)."""
+    import csv
+    import os
+    import subprocess
+    import sys
+    from datetime import datetime
+
+    from app.simulator import BRUSSELS, SimulatedMeter
+
+    block = _quick_start_block()
+    assert block.count("\n") <= 20, "the quick start should stay about 15 lines"
+    appended = block[block.index("<<'INI'\n") + 8:block.index("\nINI\n")] + "\n"
+    assert "[relay:boiler]" in appended
+    data = tmp_path / "var-lib-smartmeter"
+    ini = tmp_path / "smartmeter.ini"
+    sample = (ROOT / "config.sample.ini").read_text(encoding="utf-8")
+    ini.write_text((sample + appended).replace("/var/lib/smartmeter", str(data)), encoding="utf-8")
+    env = dict(os.environ, GPIOZERO_PIN_FACTORY="mock")
+    main = str(ROOT / "app" / "main.py")
+    checked = subprocess.run([sys.executable, main, "-c", str(ini), "--check-config"], capture_output=True,
+                             text=True, timeout=120, env=env, check=False)
+    assert checked.returncode == 0, checked.stderr
+    assert '"relay:boiler"' in checked.stdout
+
+    capture = tmp_path / "capture.txt"
+    meter = SimulatedMeter(datetime(2026, 6, 21, 12, 0, tzinfo=BRUSSELS), step_s=1.0, seed=3)
+    capture.write_bytes(b"".join(meter.telegrams(900)))
+    replay = subprocess.run([sys.executable, main, "-c", str(ini), "--replay", str(capture), "--replay-speed", "0"],
+                            capture_output=True, text=True, timeout=300, env=env, check=False)
+    assert replay.returncode == 0, replay.stderr[-3000:]
+    (day,) = sorted((data / "csv").glob("*.csv"))
+    with day.open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) >= 14 and "relay_boiler" in rows[0]
+    assert {r["relay_boiler"] for r in rows} == {"0", "1"}, [r["relay_boiler"] for r in rows]

@@ -7,7 +7,8 @@
 #   /etc/smartmeter/smartmeter.ini   the config (from config.sample.ini, never overwritten), 0640
 #   /var/lib/smartmeter/{csv,spool}  the data (CSV day files, InfluxDB spool, history.sqlite)
 #   /etc/systemd/system/smartmeter.service   enabled and started (unless --root or --no-start)
-# Logs go to the journal (journalctl -u smartmeter): no log file, so no logrotate entry is needed.
+#   /etc/logrotate.d/smartmeter   for /var/lib/smartmeter/smartmeter.log, the log of the cron way of running
+#                                 it (the service logs to the journal, supervisor rotates its own)
 #
 # Usage: sudo tools/install.sh [--wheel FILE] [--pip-args "..."] [--no-start]
 #        sudo tools/install.sh --uninstall [--purge]     (--purge also removes config, data and the user)
@@ -35,7 +36,7 @@ while [ $# -gt 0 ]; do
     --purge) PURGE=yes ;;
     --wheel) WHEEL="$2"; shift ;;
     --pip-args) PIP_ARGS="$2"; shift ;;
-    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
     *) echo "install.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -51,6 +52,7 @@ OPT="$ROOT/opt/smartmeter"
 ETC="$ROOT/etc/smartmeter"
 VAR="$ROOT/var/lib/smartmeter"
 UNIT="$ROOT/etc/systemd/system/smartmeter.service"
+LOGROTATE="$ROOT/etc/logrotate.d/smartmeter"
 SUPERVISOR="$ROOT/etc/supervisor/conf.d/smartmeter.conf"
 # Users and groups go into $ROOT/etc/{passwd,group,shadow,gshadow} with --root (shadow's --prefix).
 PFX=""
@@ -65,7 +67,7 @@ if [ -n "$UNINSTALL" ]; then
   if have_systemd; then
     systemctl disable --now smartmeter.service 2>/dev/null || true
   fi
-  rm -f "$UNIT"
+  rm -f "$UNIT" "$LOGROTATE"
   have_systemd && systemctl daemon-reload || true
   rm -rf "$OPT"
   say "removed the service and $OPT"
@@ -138,4 +140,20 @@ if have_systemd; then
 else
   say "unit written to $UNIT (not enabled: no systemd here or --root)"
 fi
+# 6. logrotate for the log file of a cron @reboot line (README: other ways to run it)
+install -d -m 0755 "$ROOT/etc/logrotate.d"
+cat > "$LOGROTATE.tmp" <<ROTATE
+/var/lib/smartmeter/smartmeter.log {
+    su $SVC_USER $SVC_USER
+    weekly
+    rotate 4
+    compress
+    delaycompress
+    missingok
+    notifempty
+    copytruncate
+}
+ROTATE
+chmod 0644 "$LOGROTATE.tmp" && mv "$LOGROTATE.tmp" "$LOGROTATE"
+
 say "check the config with: sudo -u $SVC_USER $OPT/venv/bin/smartmeter -c /etc/smartmeter/smartmeter.ini --check-config"
