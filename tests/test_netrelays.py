@@ -446,9 +446,12 @@ def test_mismatch_and_unknown_show_on_the_web_api_and_the_mqtt_relay_topics(
         assert web_device()["reachable"] is False and web_device()["error"]
         assert wait_for(lambda: mqtt_last("/relay/boiler/device") == "UNKNOWN", 30)
         assert mqtt_device()["state"] == "unknown" and PASSWORD not in str(mqtt_device())
-        # Home Assistant: the relay's reason sensor carries the reason JSON (device included) as attributes
+        # Home Assistant: the relay's reason sensor carries the reason JSON (device included) as attributes, and
+        # a network relay gets a sensor of its own for the device's state
         disc = [m.payload for m in list(collector.msgs) if m.topic.endswith("_reason/config")]
         assert disc and json.loads(disc[-1])["json_attributes_topic"].endswith("/relay/boiler/reason")
+        dev = [json.loads(m.payload) for m in list(collector.msgs) if m.topic.endswith("/boiler_device/config")]
+        assert dev and dev[-1]["state_topic"].endswith("/relay/boiler/device")
         shelly_sim.start()
         assert wait_for(fed(lambda: web_device().get("state") == "on"), 60, every_s=0.5), app.log()
         assert wait_for(lambda: mqtt_last("/relay/boiler/device") == "ON", 30)

@@ -51,6 +51,7 @@ from app.sinks.mqtt_topics import (
     reading_messages,
     reading_values,
     relay_detail_messages,
+    relay_device_discovery,
     relay_messages,
     sanitize,
     status_message,
@@ -166,6 +167,7 @@ class MqttSink(Sink):
         self._specs: dict[str, TopicSpec] = {}  # value topics seen so far (for discovery)
         self._discovered: set[str] = set()
         self._relays_discovered = False
+        self._devices_discovered: set[str] = set()  # network relays whose device sensor was announced
         self._device: dict[str, Any] = {}
         self._reader_status: ReaderStatus | None = None
         self._info_dirty = False
@@ -386,6 +388,7 @@ class MqttSink(Sink):
             self._info_last = self._clock()
             self._discovered.clear()
             self._relays_discovered = False
+            self._devices_discovered.clear()
             self._publish_discovery()
             self._published_relays.clear()
             self._publish_relays(changed_only=False)
@@ -496,6 +499,10 @@ class MqttSink(Sink):
                 continue
             msgs = relay_detail_messages(self._topics, name, v.mode, v.state, v.reason, v.at, v.pending,
                                          self.cfg.state_qos, v.device)
+            if v.device is not None and self.cfg.discovery and name not in self._devices_discovered:
+                msgs.insert(0, relay_device_discovery(self._topics, name, self._device, self.cfg.discovery_prefix,
+                                                      self.cfg.state_qos))
+                self._devices_discovered.add(name)
             if all([self._send(m) for m in msgs]):
                 self._published_views[name] = v
 

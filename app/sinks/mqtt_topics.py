@@ -464,6 +464,25 @@ def relay_discovery(
     ]
 
 
+def relay_device_discovery(
+    topics: Topics, relay: str, device: Mapping[str, Any], discovery_prefix: str, qos: int = 1
+) -> Message:
+    """A network relay's device as read back (ON / OFF / UNKNOWN), as a Home Assistant sensor, retained."""
+    node = node_id(topics.meter_id)
+    key = _NODE_UNSAFE_RE.sub("_", relay)
+    config = {
+        "name": f"Relay {relay} device",
+        "unique_id": f"{node}_relay_{key}_device",
+        "state_topic": topics.relay_device(relay),
+        "json_attributes_topic": topics.relay_reason(relay),
+        "json_attributes_template": "{{ (value_json.device or {}) | tojson }}",
+        "icon": "mdi:lan-connect",
+        "device": dict(device),
+        **_availability(topics),
+    }
+    return Message(f"{discovery_prefix}/sensor/{node}/{key}_device/config", json.dumps(config), qos, True)
+
+
 def discovery_messages(
     topics: Topics,
     specs: Iterable[TopicSpec],
