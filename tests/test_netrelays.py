@@ -461,3 +461,21 @@ def test_mismatch_and_unknown_show_on_the_web_api_and_the_mqtt_relay_topics(
         pty.close()
         collector.close()
     assert PASSWORD not in app.log()
+
+
+def test_a_button_press_undone_by_a_dead_man_refresh_still_counts_as_a_mismatch(shelly_sim: ShellySim,
+                                                                                caplog: pytest.LogCaptureFixture
+                                                                                ) -> None:
+    """The ON re-sent for the dead-man timer may come before the next read-back: Switch.Set's was_on tells."""
+    caplog.set_level(logging.INFO)
+    bank = RelayBank((relay("boiler", shelly(shelly_sim, deadman=3.0, refresh=3600.0)),))  # re-sent every 1 s
+    sw = shelly_sim.switches[0]
+    try:
+        bank.set("boiler", True)
+        assert wait_for(lambda: sw.state() and bank.devices()["boiler"]["state"] == "on", 10)
+        sw.press()
+        assert wait_for(lambda: bank.devices()["boiler"]["mismatches"] == 1, 10)
+        assert sw.state()
+        assert "relay boiler: the device was off but this appliance switched it on" in caplog.text
+    finally:
+        bank.close()

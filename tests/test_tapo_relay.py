@@ -259,3 +259,15 @@ def test_the_auto_off_switches_the_plug_off_when_nothing_refreshes_it() -> None:
         _until(lambda: not plug.is_on, 10.0)
     finally:
         driver.close()
+
+
+def test_a_button_press_undone_by_a_refresh_before_any_read_back_still_counts() -> None:
+    plug = FakePlug(P110)
+    relay = _relay(plug, deadman_s=3.0, refresh_s=3600.0)  # ON re-sent every second, read back once an hour
+    try:
+        relay.want(True)
+        _until(lambda: relay.state == "on")
+        plug.press_button(False)
+        _until(lambda: relay.mismatches == 1 and plug.is_on)
+    finally:
+        relay.close(5.0)

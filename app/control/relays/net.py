@@ -42,8 +42,9 @@ class DeviceError(Exception):
 class Driver(Protocol):
     """One switch on one device; calls block for at most the device's timeout."""
 
-    def send(self, on: bool, deadman_s: float) -> None:
-        """Switch on (with a device-side OFF after `deadman_s`) or off; DeviceError on failure."""
+    def send(self, on: bool, deadman_s: float) -> bool | None:
+        """Switch on (with a device-side OFF after `deadman_s`) or off; DeviceError on failure. Returns the
+        output's state just before, where the device tells it (None: not known)."""
 
     def read(self) -> bool:
         """The device's real output state; DeviceError on failure."""
@@ -69,6 +70,7 @@ class NetRelay:
         self.refreshes = 0  # ONs re-sent to push the dead-man timer out
         self.last_error = ""
         self.reachable: bool | None = None
+        self._was: bool | None = None  # the device's state just before the last send, where it said so
         self.mismatch_at: datetime | None = None  # wall clock of the last mismatch seen on read-back
         self.changes = 0  # bumped whenever state, reachability or the mismatch count changes (for views)
         self._limited = RateLimited(log, log_interval_s)
@@ -157,7 +159,10 @@ class NetRelay:
             now = time.monotonic()
             if target is not None and ((dirty and now >= retry_at) or (self.sent and now >= next_send)):
                 refresh = not dirty
+                before = self.actual
                 if self._send(target):
+                    if refresh and before == target and self._was is not None and self._was != target:
+                        self._mismatch(target, self._was, "was")  # toggled since the last read-back: undone now
                     dirty, backoff_s = False, BACKOFF_MIN_S
                     next_send = now + keep_s if target else float("inf")
                     self.refreshes += refresh
@@ -171,15 +176,17 @@ class NetRelay:
             if now >= next_read:
                 next_read = now + dev.refresh
                 if self._read() is not None and target is not None and self.actual != target and not dirty:
-                    self.mismatches += 1
-                    self.mismatch_at = datetime.now(UTC)
-                    self.changes += 1
-                    log.warning("relay %s: the device is %s but this appliance switched it %s (a button, its app, "
-                                "or a device restart); switching it %s again (the rules win: use the override "
-                                "to keep it %s by hand)", self.name, _word(self.actual), _word(target),
-                                _word(target), _word(self.actual))
+                    self._mismatch(target, self.actual)
                     dirty, retry_at = True, 0.0
         self._final_off()
+
+    def _mismatch(self, target: bool, found: bool | None, seen: str = "is") -> None:
+        self.mismatches += 1
+        self.mismatch_at = datetime.now(UTC)
+        self.changes += 1
+        log.warning("relay %s: the device %s %s but this appliance switched it %s (a button, its app, or a device "
+                    "restart); switching it %s again (the rules win: use the override to keep it %s by hand)",
+                    self.name, seen, _word(found), _word(target), _word(target), _word(found))
 
     def _final_off(self) -> None:
         """Shutdown: OFF with one attempt (the caller waits a bounded time)."""
@@ -189,8 +196,9 @@ class NetRelay:
             log.info("relay %s: off at %s (shutdown)", self.name, self.device.where)
 
     def _send(self, on: bool) -> bool:
+        self._was = None
         try:
-            self.driver.send(on, self.device.deadman)
+            self._was = self.driver.send(on, self.device.deadman)
         except DeviceError as exc:
             self._failed(exc)
             self.sent = None

@@ -24,13 +24,14 @@ class ShellyDriver:
         self.device = device
         self.http = JsonHttp(device.host, device.username or "admin", device.password, device.timeout)
 
-    def send(self, on: bool, deadman_s: float) -> None:
-        """Switch.Set: on with toggle_after = the dead-man time, or off (which clears any timer)."""
+    def send(self, on: bool, deadman_s: float) -> bool | None:
+        """Switch.Set: on with toggle_after = the dead-man time, or off (which clears any timer); `was_on`."""
         params = {"id": str(self.device.channel), "on": "true" if on else "false"}
         if on:
             params["toggle_after"] = f"{deadman_s:g}"
         reply = self.http.get("/rpc/Switch.Set", params)
         _check(reply, "was_on", "Switch.Set")
+        return bool(reply["was_on"])
 
     def read(self) -> bool:
         """Switch.GetStatus: the output's real state."""

@@ -52,8 +52,9 @@ class TapoDriver:
         dev = self._dev
         return dev.children[self.device.channel] if dev.children else dev
 
-    async def _send(self, on: bool, deadman_s: float) -> None:
+    async def _send(self, on: bool, deadman_s: float) -> bool:
         plug = await self._plug()
+        was = bool(plug.is_on)
         if on:
             auto = plug.modules.get("AutoOff")
             if auto is None:
@@ -64,14 +65,15 @@ class TapoDriver:
             await plug.turn_on()
         else:
             await plug.turn_off()
+        return was
 
     async def _read(self) -> bool:
         plug = await self._plug()
         return bool(plug.is_on)
 
-    def send(self, on: bool, deadman_s: float) -> None:
-        """On with auto-off armed, or off."""
-        self._run(self._send(on, deadman_s))
+    def send(self, on: bool, deadman_s: float) -> bool | None:
+        """On with auto-off armed, or off; the plug's state just before."""
+        return bool(self._run(self._send(on, deadman_s)))
 
     def read(self) -> bool:
         """The plug's real state."""

@@ -61,8 +61,8 @@ class TasmotaHttpDriver:
             params = {"user": self.device.username or "admin", "password": self.device.password, **params}
         return self.http.get("/cm", params)
 
-    def send(self, on: bool, deadman_s: float) -> None:
-        """PulseTime (when it differs) then Power ON, or Power OFF."""
+    def send(self, on: bool, deadman_s: float) -> bool | None:
+        """PulseTime (when it differs) then Power ON, or Power OFF (the state before is not known)."""
         ch = self.device.channel
         if on:
             want = pulse_time(deadman_s)
@@ -74,6 +74,7 @@ class TasmotaHttpDriver:
                 self._pulse = want
         if power_state(self._cmnd(f"Power{ch} {'ON' if on else 'OFF'}"), ch) != on:
             raise DeviceError(f"Power{ch} {'ON' if on else 'OFF'} not applied")
+        return None
 
     def read(self) -> bool:
         """Power<n> without an argument: the state."""
@@ -154,8 +155,9 @@ class TasmotaMqttDriver:
             assert self._state is not None
             return self._state
 
-    def send(self, on: bool, deadman_s: float) -> None:
-        """PulseTime (when it differs) then POWER ON, or POWER OFF; waits for the device's answer."""
+    def send(self, on: bool, deadman_s: float) -> bool | None:
+        """PulseTime (when it differs) then POWER ON, or POWER OFF; waits for the device's answer. The state
+        before is the one the device last published (a button press publishes it)."""
         ch = self.device.channel
         if on:
             want = pulse_time(deadman_s)
@@ -166,9 +168,11 @@ class TasmotaMqttDriver:
                         raise DeviceError(f"PulseTime{ch} not confirmed on stat/{self.topic}/RESULT")
         with self._cond:
             seq = self._seq
+            was = self._state
         self._command(f"POWER{ch}", "ON" if on else "OFF")
         if self._await_state(seq) != on:
             raise DeviceError(f"POWER{ch} {'ON' if on else 'OFF'} not applied")
+        return was
 
     def read(self) -> bool:
         """An empty POWER command asks the device for its state."""
