@@ -25,54 +25,7 @@ from app.errors import ConfigError
 from app.meters import MeterSpec, parse_meter
 from app.meters.sample import MeterError
 from app.meters.tapo_meter import TapoPoller, TapoSettings
-
-COMPONENTS = ["device", "firmware", "quick_setup", "time", "wireless", "schedule", "countdown", "antitheft",
-              "account", "synchronize", "sunrise_sunset", "led", "cloud_connect", "iot_cloud", "device_local_time",
-              "default_states", "auto_off", "energy_monitoring", "power_protection"]
-P115: dict[str, Any] = {
-    "component_nego": {"component_list": [{"id": c, "ver_code": 2 if c in ("device", "firmware", "schedule",
-                                                                              "countdown", "auto_off",
-                                                                              "energy_monitoring") else 1}
-                                          for c in COMPONENTS]},
-    "get_device_info": {"device_id": "0" * 40, "device_on": True, "fw_ver": "1.2.3 Build 230425 Rel.142542",
-                        "hw_ver": "1.0", "ip": "127.0.0.1", "mac": "A8-42-A1-00-00-01", "model": "P115",
-                        "nickname": "ZGlzaHdhc2hlcg==", "on_time": 1200, "overheated": False, "region": "UTC",
-                        "rssi": -50, "signal_level": 3, "ssid": "aG9tZQ==", "time_diff": 0,
-                        "type": "SMART.TAPOPLUG", "auto_off_status": "off", "auto_off_remain_time": 0,
-                        "default_states": {"state": {}, "type": "last_states"}, "lang": "", "latitude": 0,
-                        "longitude": 0, "oem_id": "0" * 32, "hw_id": "0" * 32, "fw_id": "0" * 32,
-                        "has_set_location_info": False, "avatar": "", "specs": "",
-                        "power_protection_status": "normal"},
-    "get_device_time": {"region": "UTC", "time_diff": 0, "timestamp": 1767225600},
-    "get_device_usage": {"power_usage": {"past30": 12, "past7": 5, "today": 1},
-                         "saved_power": {"past30": 0, "past7": 0, "today": 0},
-                         "time_usage": {"past30": 600, "past7": 200, "today": 30}},
-    "get_current_power": {"current_power": 1843},
-    # firmware with energy_monitoring v2 also answers these (python-kasa asks for them and prefers power_mw)
-    "get_emeter_data": {"power_mw": 1843250, "voltage_mv": 231500, "current_ma": 7962, "energy_wh": 678},
-    "get_emeter_vgain_igain": {"v_gain": 118295, "i_gain": 11840},
-    "get_energy_usage": {"current_power": 1843250, "electricity_charge": [0, 0, 0],
-                         "local_time": "2026-01-01 12:00:00", "month_energy": 12345, "month_runtime": 600,
-                         "today_energy": 678, "today_runtime": 30},
-    "get_auto_off_config": {"delay_min": 120, "enable": False},
-    "get_auto_update_info": {"enable": True, "random_range": 120, "time": 180},
-    "get_connect_cloud_state": {"status": 0},
-    "get_countdown_rules": {"countdown_rule_max_count": 1, "enable": False, "rule_list": []},
-    "get_antitheft_rules": {"antitheft_rule_max_count": 1, "enable": False, "rule_list": []},
-    "get_schedule_rules": {"enable": False, "rule_list": [], "schedule_rule_max_count": 32, "start_index": 0,
-                           "sum": 0},
-    "get_next_event": {},
-    "get_latest_fw": {"fw_size": 0, "fw_ver": "1.2.3", "hw_id": "", "need_to_upgrade": False, "oem_id": "",
-                      "release_date": "", "release_note": "", "type": 0},
-    "get_fw_download_state": {"auto_upgrade": False, "download_progress": 0, "reboot_time": 5, "status": 0,
-                              "upgrade_time": 5},
-    "get_led_info": {"led_rule": "always", "led_status": True,
-                     "night_mode": {"end_time": 420, "night_mode_type": "sunrise_sunset", "start_time": 1140,
-                                    "sunrise_offset": 0, "sunset_offset": 0}},
-    "get_max_power": {"max_power": 3895},
-    "get_protection_power": {"enabled": False, "protection_power": 0},
-    "get_electricity_price_config": {"constant_price": 0, "time_of_use_config": {}, "type": "constant"},
-}
+from tests.kasa_plugs import P115
 
 
 class FakeTransport(BaseTransport):

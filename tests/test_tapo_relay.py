@@ -1,5 +1,6 @@
 """Tapo relays (`type = tapo`): python-kasa's real SmartDevice over a fake transport answering from python-kasa's
-own device fixtures (tests/fixtures/kasa, see its README), driven by the relay's worker thread (NetRelay).
+device fixtures' shape (tests/kasa_plugs.py: the same methods and keys, our own values), driven by the relay's
+worker thread (NetRelay).
 
 The fake plug keeps state like the real one: set_device_info switches it, set_auto_off_config arms the auto-off,
 and the auto-off switches it off `delay_min` minutes (scaled: MINUTE_S seconds here) after it went on; a redundant
@@ -13,7 +14,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,10 +27,8 @@ from kasa.transports.basetransport import BaseTransport
 from app.control.relays.net import NetRelay
 from app.control.relays.settings import DeviceConfig
 from app.control.relays.tapo import TapoDriver
+from tests.kasa_plugs import P100, P110
 
-FIXTURES = Path(__file__).parent / "fixtures" / "kasa"
-P110 = "P110(EU)_1.0_1.2.3.json"
-P100 = "P100(US)_1.0.0_1.4.0.json"
 TIMEOUT_S = 30.0
 
 
@@ -45,8 +43,8 @@ def _until(what: Callable[[], bool], timeout_s: float = TIMEOUT_S) -> None:
 class FakePlug:
     """One plug's state, shared by every transport the driver opens (it reconnects after a failure)."""
 
-    def __init__(self, fixture: str, minute_s: float = 60.0) -> None:
-        self.data: dict[str, Any] = json.loads((FIXTURES / fixture).read_text())
+    def __init__(self, fixture: dict[str, Any], minute_s: float = 60.0) -> None:
+        self.data: dict[str, Any] = copy.deepcopy(fixture)
         self.minute_s = minute_s
         self.requests: list[tuple[str, Any]] = []  # (method, params) of every set_* request, in order
         self.connects: list[float] = []  # monotonic time of each connect (one per attempt after a failure)
