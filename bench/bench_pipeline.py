@@ -1036,7 +1036,13 @@ def soak_only(days: float) -> str:
         soak = bench_soak(tmp, int(days * 86_400), 215.0 * days / 7 + 60)
     drift = _soak_drift(soak) or {}
     head = ", ".join(f"{role} {kb * 1024 / MB:+.1f} MB" for role, kb in drift.items())
-    return f"{_soak_detail(soak)}\nEnd − after the 1st meter hour: {head}.\n"
+    marks = []  # the post-processor's VmRSS at each meter day mark: does it level off?
+    for day in (1, 2, 4, 7, 14, 21, 28, 42, 56):
+        s = next((s for s in soak.samples if s[1] >= day * 86_400), None)
+        if s is not None and "post-processor" in s[2]:
+            marks.append(f"day {day} {s[2]['post-processor'] * 1024 / MB:.1f} MB")
+    return (f"{_soak_detail(soak)}\nEnd − after the 1st meter hour: {head}.\n\n"
+            f"Post-processor VmRSS by meter day: {', '.join(marks)}.\n")
 
 
 if __name__ == "__main__":
