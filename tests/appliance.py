@@ -5,16 +5,45 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
 import tty
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 
+from app.simulator import BRUSSELS, SimulatedMeter
 from tests.conftest import ROOT
 
 MAIN = str(ROOT / "app" / "main.py")
+
+
+def ini_template(stale_after: str, *, protocol: str = "dsmr", log_level: bool = True, csv: bool = True,
+                 on_when: str = "export > 1500 W", meter_extra: str = "", extra: str = "") -> str:
+    """The INI the whole-appliance tests start from, `{source}` (and `{csv}`) left to fill in: a DSMR meter
+    that reconnects within 1 s, the boiler relay on GPIO17, CSV a row per reading flushed every 200 ms."""
+    text = "\n[general]\nlog_level = info\n" if log_level else "\n"
+    text += (f"[meter]\nsource = {{source}}\nprotocol = {protocol}\nreconnect_max = 1 s\n{meter_extra}"
+             f"[control]\nsettle = 0 s\nstale_after = {stale_after}\n"
+             f"[relay:boiler]\npin = GPIO17\non_when = {on_when}\noff_when = export < 200 W\n")
+    if csv:
+        text += ("[csv]\nenabled = yes\ndirectory = {csv}\ninterval = 0\ndelimiter = semicolon\n"
+                 "flush_interval = 200 ms\n")
+    return text + extra
+
+
+def simulated_meter(hour: int = 12, seed: int = 3, day: int = 21, step_s: float = 1.0) -> SimulatedMeter:
+    """The simulated Fluvius meter from `hour` o'clock on June `day` 2026 in Brussels (noon: the house exports)."""
+    return SimulatedMeter(datetime(2026, 6, day, hour, 0, tzinfo=BRUSSELS), step_s=step_s, seed=seed)
+
+
+def free_port() -> int:
+    """A loopback TCP port free right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 class Pty:

@@ -7,46 +7,24 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from app.simulator import BRUSSELS, SimulatedMeter
+from app.simulator import SimulatedMeter
 from tests import browser
-from tests.appliance import Appliance, Pty, csv_rows, wait_for
+from tests.appliance import Appliance, Pty, csv_rows, free_port, ini_template, simulated_meter, wait_for
 from tests.conftest import ROOT
 
 STATIC = ROOT / "app" / "web" / "static"
 ARTIFACTS = ROOT / "test-artifacts"
 TOKEN = "dash-token-456"
-INI = """
-[general]
-log_level = info
-[meter]
-source = {source}
-protocol = dsmr
-reconnect_max = 1 s
-timezone = Europe/Brussels
-[control]
-settle = 0 s
-stale_after = 1 h
-[relay:boiler]
-pin = GPIO17
-on_when = export > 50000 W
-off_when = export < 200 W
-[csv]
-enabled = yes
-directory = {csv}
-interval = 0
-delimiter = semicolon
-flush_interval = 200 ms
-[history]
+INI = ini_template("1 h", on_when="export > 50000 W", meter_extra="timezone = Europe/Brussels\n",
+                   extra="""[history]
 path = {history}
 commit_interval = 1 s
 [tariff]
@@ -62,13 +40,7 @@ enabled = yes
 host = 127.0.0.1
 port = {port}
 token = {token}
-"""
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+""")
 
 
 def _get(port: int, path: str) -> Any:
@@ -106,7 +78,7 @@ def test_the_page_and_its_assets_are_local() -> None:
 @pytest.fixture()
 def appliance(tmp_path: Path, browser_ok: None) -> Iterator[tuple[Appliance, Pty, int, SimulatedMeter, Path]]:
     pty = Pty(tmp_path / "ttyP1")
-    port = _free_port()
+    port = free_port()
     ini = tmp_path / "app.ini"
     ini.write_text(INI.format(source=tmp_path / "ttyP1", csv=tmp_path / "csv", history=tmp_path / "h.sqlite",
                               port=port, token=TOKEN))
@@ -115,7 +87,7 @@ def appliance(tmp_path: Path, browser_ok: None) -> Iterator[tuple[Appliance, Pty
         app.wait_log(r"web: serving http://127\.0\.0\.1:\d+/")
         app.wait_log(r"reading .*ttyP1")
         # yesterday and this morning, one telegram every 5 min of meter time
-        meter = SimulatedMeter(datetime(2026, 6, 20, 0, 0, tzinfo=BRUSSELS), step_s=300.0, seed=11)
+        meter = simulated_meter(0, seed=11, day=20, step_s=300.0)
         for _ in range(30 * 12):
             pty.write(meter.next())
         yield app, pty, port, meter, tmp_path / "csv"

@@ -6,36 +6,14 @@ import os
 import re
 import signal
 import time
-from datetime import datetime
 from pathlib import Path
 
 import pytest
 
-from app.simulator import BRUSSELS, SimulatedMeter
-from tests.appliance import Appliance, Pty, csv_rows, process_alive, wait_for
+from tests.appliance import Appliance, Pty, csv_rows, ini_template, process_alive, simulated_meter, wait_for
 from tests.conftest import FIXTURES
 
-INI = """
-[general]
-log_level = info
-[meter]
-source = {source}
-protocol = dsmr
-reconnect_max = 1 s
-[control]
-settle = 0 s
-stale_after = 3 s
-[relay:boiler]
-pin = GPIO17
-on_when = export > 1500 W
-off_when = export < 200 W
-[csv]
-enabled = yes
-directory = {csv}
-interval = 0
-delimiter = semicolon
-flush_interval = 200 ms
-"""
+INI = ini_template("3 s")
 
 
 @pytest.fixture()
@@ -47,16 +25,12 @@ def setup(tmp_path: Path) -> tuple[Path, Path, Pty]:
     pty.close()
 
 
-def _meter(hour: int = 12) -> SimulatedMeter:
-    return SimulatedMeter(datetime(2026, 6, 21, hour, 0, tzinfo=BRUSSELS), step_s=1.0, seed=3)
-
-
 def test_pty_to_csv_survives_unplug_and_sigterm(setup: tuple[Path, Path, Pty]) -> None:
     ini, csv_dir, pty = setup
     app = Appliance(ini)
     try:
         app.wait_log(r"reading .*ttyP1")
-        meter = _meter()
+        meter = simulated_meter()
         for _ in range(5):
             pty.write(meter.next())
         assert wait_for(lambda: len(csv_rows(csv_dir)) == 5, 15), app.log()
@@ -104,7 +78,7 @@ def test_reader_sigkill_puts_relays_safe_and_exits_non_zero(setup: tuple[Path, P
     try:
         reader = app.pid_of("reader")
         app.wait_log(r"reading .*ttyP1")
-        meter = _meter()
+        meter = simulated_meter()
         for _ in range(3):
             pty.write(meter.next())
         app.wait_log(r"relay boiler -> on")
@@ -140,7 +114,7 @@ def test_stale_data_puts_relays_safe(setup: tuple[Path, Path, Pty]) -> None:
     app = Appliance(ini)
     try:
         app.wait_log(r"reading .*ttyP1")
-        meter = _meter()
+        meter = simulated_meter()
         for _ in range(3):
             pty.write(meter.next())
         app.wait_log(r"relay boiler -> on")

@@ -21,29 +21,11 @@ from app import config
 from app.framing import Frame
 from app.reader import Reader
 from app.records import Reading
-from app.simulator import BRUSSELS, SimulatedMeter
-from tests.appliance import MAIN, Appliance, csv_rows, process_alive, wait_for
+from app.simulator import BRUSSELS
+from tests.appliance import MAIN, Appliance, csv_rows, ini_template, process_alive, simulated_meter, wait_for
 from tests.conftest import FIXTURES, ROOT, require_binary
 
-INI = """
-[meter]
-source = {source}
-protocol = {protocol}
-reconnect_max = 1 s
-[control]
-settle = 0 s
-stale_after = 30 s
-[relay:boiler]
-pin = GPIO17
-on_when = export > 1500 W
-off_when = export < 200 W
-[csv]
-enabled = yes
-directory = {csv}
-interval = 0
-delimiter = semicolon
-flush_interval = 200 ms
-"""
+INI = ini_template("30 s", protocol="{protocol}", log_level=False)
 
 
 def _cpu_s(pid: int) -> float:
@@ -52,8 +34,7 @@ def _cpu_s(pid: int) -> float:
 
 
 def _telegrams(n: int, hour: int = 12) -> list[bytes]:
-    meter = SimulatedMeter(datetime(2026, 6, 21, hour, tzinfo=BRUSSELS), step_s=1.0, seed=5)
-    return list(meter.telegrams(n))
+    return list(simulated_meter(hour, seed=5).telegrams(n))
 
 
 class OneShotServer:

@@ -11,41 +11,15 @@ import struct
 import tempfile
 import time
 from collections.abc import Iterator
-from datetime import datetime
 from pathlib import Path
 
 import pytest
 
 from app import config, pipeline
-from app.simulator import BRUSSELS, SimulatedMeter
 from app.supervision import HUNG_S, Notifier
-from tests.appliance import Appliance, Pty, csv_rows, process_alive, wait_for
+from tests.appliance import Appliance, Pty, csv_rows, ini_template, process_alive, simulated_meter, wait_for
 
-INI = """
-[general]
-log_level = info
-[meter]
-source = {source}
-protocol = dsmr
-reconnect_max = 1 s
-[control]
-settle = 0 s
-stale_after = 60 s
-[relay:boiler]
-pin = GPIO17
-on_when = export > 1500 W
-off_when = export < 200 W
-[csv]
-enabled = yes
-directory = {csv}
-interval = 0
-delimiter = semicolon
-flush_interval = 200 ms
-"""
-
-
-def _meter(hour: int = 12) -> SimulatedMeter:
-    return SimulatedMeter(datetime(2026, 6, 21, hour, 0, tzinfo=BRUSSELS), step_s=1.0, seed=3)
+INI = ini_template("60 s")
 
 
 @pytest.fixture()
@@ -120,7 +94,7 @@ def test_hung_reader_is_killed_and_relays_go_safe(live: tuple[Path, Path, Pty]) 
     reader = app.pid_of("reader")
     try:
         app.wait_log(r"reading .*ttyP1")
-        meter = _meter()
+        meter = simulated_meter()
         for _ in range(3):
             pty.write(meter.next())
         app.wait_log(r"relay boiler -> on")
@@ -141,7 +115,7 @@ def test_killed_main_is_the_reason_the_relays_give(live: tuple[Path, Path, Pty])
     try:
         reader, post = app.pid_of("reader"), app.pid_of("post-processor")
         app.wait_log(r"reading .*ttyP1")
-        meter = _meter()
+        meter = simulated_meter()
         for _ in range(3):
             pty.write(meter.next())
         app.wait_log(r"relay boiler -> on")
@@ -181,7 +155,7 @@ def test_a_writer_killed_mid_message_does_not_block_the_post_processor(tmp_path:
 
 def _capture(tmp_path: Path, n: int = 40) -> Path:
     path = tmp_path / "noon.txt"
-    path.write_bytes(b"".join(_meter().telegrams(n)))
+    path.write_bytes(b"".join(simulated_meter().telegrams(n)))
     return path
 
 
@@ -227,7 +201,7 @@ def test_first_telegram_line_and_counts_that_add_up_at_stop(live: tuple[Path, Pa
     app = Appliance(ini)
     try:
         app.wait_log(r"reading .*ttyP1")
-        meter = _meter()
+        meter = simulated_meter()
         pty.write(meter.next())
         pty.write(meter.next())
         app.wait_log(r"first telegram from meter \S+ \(dsmr, header \S+, every 1 s\)")

@@ -13,45 +13,23 @@ import sys
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from app.simulator import BRUSSELS, SimulatedMeter
-from tests.appliance import MAIN, Appliance, Pty, process_alive, wait_for
+from tests.appliance import MAIN, Appliance, Pty, free_port, ini_template, process_alive, simulated_meter, wait_for
 from tests.conftest import ROOT
 
 TOKEN = "lan-token-123"
-INI = """
-[general]
-log_level = info
-[meter]
-source = {source}
-protocol = dsmr
-reconnect_max = 1 s
-[control]
-settle = 0 s
-stale_after = 30 s
-[relay:boiler]
-pin = GPIO17
-on_when = export > 1500 W
-off_when = export < 200 W
-[history]
+INI = ini_template("30 s", csv=False, extra="""[history]
 enabled = no
 [web]
 enabled = yes
 host = 0.0.0.0
 port = {port}
 token = {token}
-"""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+""")
 
 
 def call(port: int, method: str, path: str, body: Any = None, token: str = TOKEN) -> tuple[int, Any]:
@@ -85,7 +63,7 @@ def test_the_appliance_serves_live_readings_and_takes_relay_commands(setup: tupl
         app.wait_log(r"web: serving http://0\.0\.0\.0:\d+/")
         app.wait_log(r"reading .*ttyP1")
         assert call(port, "GET", "/api/energy/smart-meter/current")[0] == 503
-        meter = SimulatedMeter(datetime(2026, 6, 21, 3, 0, tzinfo=BRUSSELS), step_s=1.0, seed=3)  # night: no export
+        meter = simulated_meter(3)  # night: no export
         for _ in range(3):
             pty.write(meter.next())
         cur = wait_for(lambda: (r := call(port, "GET", "/api/energy/smart-meter/current"))[0] == 200 and r[1])
