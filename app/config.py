@@ -212,7 +212,7 @@ class CsvConfig:
 
 @dataclass(frozen=True)
 class InfluxConfig:
-    """[influxdb]: v2 write API via influxdb-client or the v1 /write endpoint."""
+    """[influxdb]: the v2 write API or the v1 /write endpoint."""
 
     enabled: bool = False
     url: str = "http://localhost:8086"
