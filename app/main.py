@@ -237,6 +237,10 @@ def run(cfg: config_mod.Config, replay_relays: bool = False) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     log.info("smartmeter %s starting (config %s, source %s)", __version__, cfg.path, cfg.meter.source)
+    if fleet is not None:  # the meters' I/O library once, shared by every meter process (PSS per meter)
+        from app.meters import preload
+
+        preload(spec.protocol for spec in cfg.meters)
     logutil.settle_gc()  # before the fork: the children share these pages untouched
     sup.start()
     _close_queue_ends(q)  # main never reads or writes it: a child's EOF must not wait for main

@@ -88,7 +88,8 @@ def run(quick: bool = False) -> str:
     worst = max(p for _n, p, _r in procs) / 1024
     lines = ["", "## Several meters (bench/bench_meters.py)", "",
              f"Modbus TCP on loopback against pymodbus's own server, load {load_before} → {load()}. PSS of each "
-             "[meter:NAME] process of a running appliance (fork + gc.freeze; pymodbus imported in it).", "",
+             "[meter:NAME] process of a running appliance (fork + gc.freeze; pymodbus imported by main before the "
+             "fork and shared).", "",
              "| figure | value | target | |", "|---|---|---|---|",
              f"| one poll, 10 registers (1 request), median | {p50:.2f} ms | ≤ {TARGET_POLL_MS:.0f} ms | "
              f"{ok(p50 <= TARGET_POLL_MS)} |",

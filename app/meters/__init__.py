@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import importlib
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
@@ -77,9 +78,24 @@ class SiteConfig:
     grid_capacity_w: float | None = None  # the connection's limit (`available` needs it)
 
 
+# protocol -> the I/O modules main may import before it forks, so that every process of that kind shares their
+# pages instead of importing its own copy (python-kasa is not among them: only its own process imports it)
+SHARED_IMPORTS: dict[str, tuple[str, ...]] = {
+    "modbus": ("pymodbus.client", "pymodbus.framer", "pymodbus.exceptions"),
+}
+
+
 def kind(protocol: str) -> ModuleType:
     """The module of a meter kind."""
     return importlib.import_module(KINDS[protocol])
+
+
+def preload(protocols: Iterable[str]) -> list[str]:
+    """Import the shared I/O modules of these meter kinds (in main, before the fork); the names imported."""
+    names = sorted({name for p in protocols for name in SHARED_IMPORTS.get(p, ())})
+    for name in names:
+        importlib.import_module(name)
+    return names
 
 
 def check_name(name: str, section: str) -> str:

@@ -6,8 +6,9 @@
     unit_id = 1                              ;    or rtu+tcp://192.168.1.60:4196 (a serial gateway)
     preset = sdm630                          ; or register_* keys (below), which also override a preset's rows
 
-pymodbus is imported only in the meter's own process (`open_poller`); the map, its parsing and the
-decoding (app.meters.registers) are pure.
+pymodbus is imported by `open_poller`, and by main before the fork when a Modbus meter is configured (app.meters
+SHARED_IMPORTS: the meter processes then share its pages); the map, its parsing and the decoding
+(app.meters.registers) are pure.
 """
 
 from __future__ import annotations
@@ -275,5 +276,5 @@ def _short(obj: object) -> str:
 
 
 def open_poller(spec: MeterSpec) -> ModbusPoller:
-    """The poller for [meter:NAME] (pymodbus is imported here, in the meter's process)."""
+    """The poller for [meter:NAME] (pymodbus is imported here unless main imported it before the fork)."""
     return ModbusPoller(spec)
