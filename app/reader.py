@@ -28,7 +28,7 @@ from app.framing.auto import make_framer
 from app.protocols.plausibility import PlausibilityGate
 from app.protocols.route import FrameDecoder
 from app.records import END, STOPPED, ReaderStatus, Reading
-from app.supervision import Heartbeat, main_watch, stop_check
+from app.supervision import Heartbeat, main_watch, queue_putter, stop_check
 from app.transport.source import AUTO_CANDIDATES, ByteSource, ReplaySource, SerialSource, SourceError
 
 log = logging.getLogger("app.reader")
@@ -308,35 +308,6 @@ class Reader:
             time.sleep(min(0.1, end - time.monotonic()))
 
 
-def queue_putter(q: multiprocessing.Queue[Any]) -> Callable[[Any, bool], bool]:
-    """put(item, wait) -> delivered. Without wait a full queue loses its oldest reading instead."""
-
-    def put(item: Any, wait: bool) -> bool:
-        if wait:
-            try:
-                q.put(item, timeout=0.2)
-                return True
-            except queue_mod.Full:
-                return False
-        try:
-            q.put_nowait(item)
-            return True
-        except queue_mod.Full:
-            if isinstance(item, ReaderStatus):  # counters are resent soon: never drop a reading for them
-                return False
-            try:
-                q.get(timeout=0.05)  # drop the oldest (the timeout lets the feeder thread catch up)
-            except queue_mod.Empty:
-                pass
-            try:
-                q.put_nowait(item)
-            except queue_mod.Full:
-                pass
-            return False
-
-    return put
-
-
 def run(cfg: Config, q: multiprocessing.Queue[Any], stop_event: Event, log_level: str,
         heartbeat: Heartbeat | None = None) -> None:
     """Entry point of the reader process; every loop asks `stop()`, which is also its heartbeat."""
@@ -345,7 +316,7 @@ def run(cfg: Config, q: multiprocessing.Queue[Any], stop_event: Event, log_level
     logutil.setup(log_level)
     log.info("reader process started (pid %d)", os.getpid())
     main_gone = main_watch()
-    put = queue_putter(q)
+    put = queue_putter(q, spare=(ReaderStatus,))
     stop = stop_check(stop_event, heartbeat, "reader", log, main_gone)
 
     try:

@@ -30,6 +30,7 @@ import logging
 import multiprocessing
 import multiprocessing.connection
 import os
+import queue as queue_mod
 import socket
 import time
 from collections.abc import Callable
@@ -372,3 +373,33 @@ class Supervisor:
             if code == 0 and c.role == CONTROL and c.proc.exitcode not in (0, None):
                 code = 1
         return code
+
+
+def queue_putter(q: multiprocessing.Queue[Any], spare: tuple[type, ...] = ()) -> Callable[[Any, bool], bool]:
+    """A reader's put(item, wait) -> delivered. With wait: up to 0.2 s for room. Without: a full queue loses its
+    oldest item instead (live data), except that a `spare` item (counters, resent soon) is itself dropped."""
+
+    def put(item: Any, wait: bool) -> bool:
+        if wait:
+            try:
+                q.put(item, timeout=0.2)
+                return True
+            except queue_mod.Full:
+                return False
+        try:
+            q.put_nowait(item)
+            return True
+        except queue_mod.Full:
+            if isinstance(item, spare):  # never drop a reading for it
+                return False
+            try:
+                q.get(timeout=0.05)  # drop the oldest (the timeout lets the feeder thread catch up)
+            except queue_mod.Empty:
+                pass
+            try:
+                q.put_nowait(item)
+            except queue_mod.Full:
+                pass
+            return False
+
+    return put

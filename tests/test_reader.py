@@ -12,9 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from app import config
-from app.reader import Reader, queue_putter
+from app.reader import Reader
 from app.records import END, ReaderStatus, Reading
 from app.simulator import BRUSSELS, SimulatedMeter
+from app.supervision import queue_putter
 from tests.appliance import Pty
 from tests.conftest import FIXTURES
 
@@ -45,7 +46,7 @@ def live_reader(tmp_path: Path, ini: str) -> Iterator[tuple[Pty, Reader, list[An
 def test_live_full_queue_drops_the_oldest_and_counts() -> None:
     q: multiprocessing.Queue[Any] = multiprocessing.get_context("fork").Queue(maxsize=2)
     cfg = config.loads("[meter]\nprotocol = dsmr\n")
-    reader = Reader(cfg, queue_putter(q), lambda: False)
+    reader = Reader(cfg, queue_putter(q, spare=(ReaderStatus,)), lambda: False)
     reader.handle(reader.framer.feed(_telegrams(5)))
     time.sleep(0.2)  # the queue's feeder thread
     got = [q.get(timeout=2), q.get(timeout=2)]

@@ -4,7 +4,7 @@
                           MeterError    -> MeterState(NAME, "error", reason) on change, logged rate-limited
     on change back:       MeterState(NAME, "online")
 
-Live data: when the queue is full the oldest item is dropped and counted (app.reader.queue_putter).
+Live data: when the queue is full the oldest item is dropped and counted (app.supervision.queue_putter).
 The process imports only its own kind's module (and that kind's I/O library) after the fork.
 """
 
@@ -27,7 +27,7 @@ from app.meters import MeterSpec, kind
 from app.meters.sample import MeterError, Sample, to_reading
 from app.protocols.plausibility import DEFAULT_MAX_POWER_W, PlausibilityGate
 from app.records import STOPPED, MeterState, Reading
-from app.supervision import Heartbeat, main_watch, stop_check
+from app.supervision import Heartbeat, main_watch, queue_putter, stop_check
 
 if TYPE_CHECKING:
     from app.meters.fleet import MeterStop
@@ -112,28 +112,6 @@ def poll_loop(spec: MeterSpec, out: Output, stop: Callable[[], bool],
                 time.sleep(min(left, 0.1))
     finally:
         poller.close()
-
-
-def queue_putter(q: multiprocessing.Queue[Any]) -> Callable[[Any, bool], bool]:
-    """put(item, wait) -> delivered; never waits: a full queue loses its oldest item instead (live data).
-    (app.reader has the P1 reader's; not imported here, it would pull the framers and DLMS into this process.)"""
-
-    def put(item: Any, _wait: bool) -> bool:
-        try:
-            q.put_nowait(item)
-            return True
-        except queue_mod.Full:
-            try:
-                q.get(timeout=0.05)  # drop the oldest
-            except queue_mod.Empty:
-                pass
-            try:
-                q.put_nowait(item)
-            except queue_mod.Full:
-                pass
-            return False
-
-    return put
 
 
 def run(spec: MeterSpec, q: multiprocessing.Queue[Any], stop_event: Event | MeterStop, log_level: str,
