@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import tty
 from collections.abc import Callable
@@ -168,3 +169,17 @@ def process_alive(pid: int) -> bool:
             return fh.read().split(") ")[-1][0] != "Z"
     except (FileNotFoundError, ProcessLookupError):  # gone, or reaped between open() and read() (ESRCH)
         return False
+
+
+def pty_feeder(pty: Pty, meter: SimulatedMeter, stop: threading.Event, every_s: float = 0.25) -> threading.Thread:
+    """A daemon thread (not started) writing the meter's telegrams into the pty every `every_s` until `stop`."""
+
+    def feed() -> None:
+        while not stop.is_set():
+            try:
+                pty.write(meter.next())
+            except OSError:
+                return
+            time.sleep(every_s)
+
+    return threading.Thread(target=feed, daemon=True)

@@ -7,12 +7,11 @@ from __future__ import annotations
 import os
 import signal
 import threading
-import time
 from datetime import datetime
 from pathlib import Path
 
 from app.simulator import BRUSSELS, SimulatedMeter
-from tests.appliance import Appliance, Pty, csv_rows, process_alive, wait_for
+from tests.appliance import Appliance, Pty, csv_rows, process_alive, pty_feeder, wait_for
 from tests.test_modbus import ModbusSim, spec_for
 
 
@@ -54,16 +53,8 @@ flush_interval = 200 ms
     stop = threading.Event()
     meter = SimulatedMeter(datetime(2026, 6, 21, 12, tzinfo=BRUSSELS), step_s=1.0, seed=2)
 
-    def feed() -> None:
-        while not stop.is_set():
-            try:
-                pty.write(meter.next())
-            except OSError:
-                return
-            time.sleep(0.25)
-
     app = Appliance(ini)
-    feeder = threading.Thread(target=feed, daemon=True)
+    feeder = pty_feeder(pty, meter, stop)
     try:
         app.wait_log(r"reading .*ttyUSB0")
         feeder.start()

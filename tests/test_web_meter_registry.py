@@ -157,7 +157,7 @@ def test_put_restarts_that_meter_only_and_the_p1_path_and_relays_go_on(tmp_path:
     from datetime import datetime
 
     from app.simulator import BRUSSELS, SimulatedMeter
-    from tests.appliance import Appliance, Pty, csv_rows, process_alive, wait_for
+    from tests.appliance import Appliance, Pty, csv_rows, process_alive, pty_feeder, wait_for
     from tests.test_web_process import call as call_as
     from tests.test_web_process import free_port
 
@@ -210,16 +210,8 @@ token = {TOKEN}
     stop = threading.Event()
     meter = SimulatedMeter(datetime(2026, 6, 21, 12, tzinfo=BRUSSELS), step_s=1.0, seed=2)
 
-    def feed() -> None:
-        while not stop.is_set():
-            try:
-                pty.write(meter.next())
-            except OSError:
-                return
-            time.sleep(0.25)
-
     app = Appliance(ini)
-    feeder = threading.Thread(target=feed, daemon=True)
+    feeder = pty_feeder(pty, meter, stop)
     try:
         app.wait_log(r"reading .*ttyUSB0")
         feeder.start()
